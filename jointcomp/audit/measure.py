@@ -1,0 +1,92 @@
+"""Measurements of a module: parameters, dense bytes, MACs (torch's flop counter), CPU latency
+(torch.utils.benchmark, fixed threads, median) and top-1 accuracy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameter elements, shared parameters counted once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def dense_bytes(model: nn.Module) -> int:
+    """Bytes of the model as a dense fp32 state dict (tied tensors once): the size of the plain
+    checkpoint a user would ship without jointcomp."""
+    seen: set[int] = set()
+    total = 0
+    for t in model.state_dict(keep_vars=True).values():
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * (4 if t.is_floating_point() else t.element_size())
+    return total
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on ``example`` (batch 1), from torch's counter."""
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(example)
+    return int(counter.get_total_flops() // 2)
+
+
+@torch.inference_mode()
+def latency_ms(
+    model: nn.Module, example: torch.Tensor, *, threads: int = 1, min_run_time: float = 0.3
+) -> float:
+    """Median wall time of one forward pass in milliseconds (torch.utils.benchmark)."""
+    # torch.utils.benchmark pulls in cpp_extension, which warns on CUDA builds without a GPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    model.eval()
+    model(example)  # warm-up outside the timer: first calls allocate and pick kernels
+    timer = benchmark.Timer(
+        stmt="model(x)", globals={"model": model, "x": example}, num_threads=threads
+    )
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def measure(
+    model: nn.Module,
+    sample: torch.Tensor,
+    *,
+    batch_sizes: list[int],
+    threads: int,
+    min_run_time: float,
+    with_latency: bool = True,
+    with_macs: bool = True,
+) -> dict[str, Any]:
+    """Params, dense bytes, MACs and latency of ``model`` on CPU for one sample shape."""
+    model = model.to("cpu").eval()
+    sample = sample.to("cpu")
+    out: dict[str, Any] = {
+        "params": count_params(model),
+        "nonzero_params": count_nonzero(model),
+        "dense_bytes": dense_bytes(model),
+    }
+    if with_macs:
+        out["macs"] = count_macs(model, sample.unsqueeze(0))
+    if with_latency:
+        per_batch = {}
+        for b in batch_sizes:
+            x = sample.unsqueeze(0).repeat(b, *([1] * sample.dim()))
+            per_batch[str(b)] = round(
+                latency_ms(model, x, threads=threads, min_run_time=min_run_time), 4
+            )
+        out["latency_ms_by_batch"] = per_batch
+        out["latency_ms"] = per_batch.get("1", next(iter(per_batch.values()), None))
+    return out

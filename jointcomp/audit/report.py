@@ -1,0 +1,166 @@
+"""Report writers: report.json (the machine-readable record), report.md and a self-contained
+report.html with embedded plots, plus the short terminal summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..container import write_atomic
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt_acc(a: float | None) -> str:
+    return "–" if a is None else f"{100 * a:.2f}%"
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _fmt_int(v: int | None) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows of the main table: baseline, each stage, the final file."""
+    base = report["baseline"]
+    rows = [[
+        "baseline", _fmt_int(base.get("params")), _fmt_bytes(base.get("bytes")), "1.0×",
+        _fmt_int(base.get("macs")), _fmt_ms(base.get("latency_ms")), _fmt_acc(base.get("accuracy")),
+    ]]
+    for st in report["stages"]:
+        ratio = base["bytes"] / st["bytes"] if st.get("bytes") else None
+        rows.append([
+            f"{st['index']}: {st['name']}", _fmt_int(st.get("params")), _fmt_bytes(st.get("bytes")),
+            f"{ratio:.1f}×" if ratio else "–", _fmt_int(st.get("macs")),
+            _fmt_ms(st.get("latency_ms")), _fmt_acc(st.get("accuracy")),
+        ])
+    fin = report["final"]
+    rows.append([
+        "final (model.jcz)", _fmt_int(fin.get("params")), _fmt_bytes(fin.get("bytes")),
+        f"{fin['compression_ratio']:.1f}×", _fmt_int(fin.get("macs")),
+        _fmt_ms(fin.get("latency_ms")), _fmt_acc(fin.get("accuracy")),
+    ])
+    return rows
+
+
+HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "top-1"]
+LAYER_HEADERS = ["layer", "type", "shape", "params", "density", "bytes", "bits/elem", "H0 bytes",
+                 "codecs"]
+
+
+def layer_table_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            r["name"], r["type"], "×".join(map(str, r["shape"] or [])), _fmt_int(r["params"]),
+            "–" if r.get("density") is None else f"{r['density']:.3f}", _fmt_int(r["bytes"]),
+            f"{r.get('bits_per_element', 0):.2f}", f"{r.get('entropy_bytes', 0):,.0f}",
+            ",".join(r.get("codecs", [])),
+        ]
+        for r in report["layers"]
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    def table(headers: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    fin = report["final"]
+    parts = [
+        f"# jointcomp report: {report['name']}",
+        "",
+        f"File `{fin['file']}`: {fin['bytes']:,} bytes ({fin['header_bytes']:,} header, "
+        f"{fin['payload_bytes']:,} payload), {fin['compression_ratio']:.1f}× smaller than the "
+        f"dense fp32 baseline; top-1 {_fmt_acc(fin['accuracy'])} measured on the module decoded "
+        f"from the file (baseline {_fmt_acc(report['baseline']['accuracy'])}).",
+        "",
+        table(HEADERS, summary_rows(report)),
+        "",
+        "## Per layer (final file)",
+        "",
+        table(LAYER_HEADERS, layer_table_rows(report)),
+        "",
+        f"Latency: CPU, {report['environment']['threads']} thread(s), median of "
+        "torch.utils.benchmark runs; batch sizes "
+        + ", ".join(
+            f"{b}: {v:.3f} ms" for b, v in (fin.get("latency_ms_by_batch") or {}).items()
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _plot_png(report: dict[str, Any]) -> str:
+    """A bar chart of bytes by step (log scale), base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["baseline"] + [f"{s['index']}:{s['name']}" for s in report["stages"]] + ["file"]
+    sizes = [report["baseline"]["bytes"]] + [s["bytes"] for s in report["stages"]] + [
+        report["final"]["bytes"]
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    ax.bar(labels, sizes, color="#4c72b0")
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes")
+    ax.set_title("Size by step")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def render_html(report: dict[str, Any]) -> str:
+    def table(headers: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    md_intro = render_markdown(report).split("\n")[2]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>jointcomp report: {html.escape(report['name'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;
+margin:1em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>jointcomp report: {html.escape(report['name'])}</h1>
+<p>{html.escape(md_intro.replace('`', ''))}</p>
+{table(HEADERS, summary_rows(report))}
+<img id="size-by-step" alt="size by step" src="data:image/png;base64,{_plot_png(report)}">
+<h2>Per layer (final file)</h2>
+{table(LAYER_HEADERS, layer_table_rows(report))}
+</body></html>
+"""
+
+
+def write_reports(report: dict[str, Any], out_dir: Path, html_too: bool = True) -> list[Path]:
+    """Write report.json, report.md and (optionally) report.html atomically."""
+    paths = [out_dir / "report.json", out_dir / "report.md"]
+    write_atomic(paths[0], (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(paths[1], render_markdown(report).encode())
+    if html_too:
+        paths.append(out_dir / "report.html")
+        write_atomic(paths[2], render_html(report).encode())
+    return paths

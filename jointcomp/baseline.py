@@ -1,0 +1,103 @@
+"""The uncompressed starting point: trained once per (model, data, train settings) and cached,
+or loaded from a user's .safetensors file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .container import write_atomic
+from .errors import JointcompError
+from .models import build_model
+from .recipe import Recipe
+from .train import fit, is_main_process
+
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where baselines are cached: $JOINTCOMP_CACHE, else ~/.cache/jointcomp."""
+    root = os.environ.get("JOINTCOMP_CACHE") or Path.home() / ".cache" / "jointcomp"
+    return Path(root) / "baselines"
+
+
+def baseline_key(recipe: Recipe, kwargs: dict[str, Any]) -> str:
+    """A hash of everything that determines the trained baseline's weights."""
+    data = recipe.data.model_dump()
+    data["root"] = str(Path(data["root"]).resolve()) if data["root"] else None
+    data.pop("eval_batch_size")
+    train = recipe.train.model_dump()
+    train.pop("distill")  # distillation only applies to fine-tuning compressed models
+    spec = {
+        "v": CACHE_VERSION,
+        "builder": recipe.model.builder,
+        "kwargs": kwargs,
+        "data": data,
+        "train": train,
+        "seed": recipe.seed,
+        "torch": torch.__version__.split("+")[0],
+    }
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _load_state(model: torch.nn.Module, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise JointcompError(f"{path}: cannot read weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise JointcompError(
+            f"{path}: weights do not fit the model (missing: {missing[:5]}, "
+            f"unexpected: {unexpected[:5]})"
+        )
+
+
+def get_baseline(
+    recipe: Recipe,
+    data: Any,
+    kwargs: dict[str, Any],
+    *,
+    device: torch.device,
+    progress: Any = None,
+    log: Any = print,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The baseline model (eval mode) and where it came from."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model.builder, kwargs, trust=True)
+    weights = recipe.model.weights
+    if weights != "train":
+        path = Path(weights)
+        if not path.is_file():
+            raise JointcompError(f"model.weights: {path} does not exist")
+        _load_state(model, path)
+        return model.to(device).eval(), {"source": str(path)}
+    key = baseline_key(recipe, kwargs)
+    path = cache_dir() / f"{key}.safetensors"
+    if path.is_file():
+        _load_state(model, path)
+        log(f"baseline: cached ({path})")
+        return model.to(device).eval(), {"source": "cache", "key": key, "path": str(path)}
+    log(f"baseline: training {recipe.model.builder} for {recipe.train.epochs} epoch(s)")
+    result = fit(
+        model, data.train, recipe.train.model_copy(update={"distill": None}),
+        batch_size=recipe.data.batch_size, seed=recipe.seed, device=device,
+        progress=progress, description="baseline",
+    )
+    model.eval()
+    if is_main_process():
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        write_atomic(path, save(state, metadata={"key": key, "builder": recipe.model.builder}))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return model, {"source": "trained", "key": key, "path": str(path),
+                   "train_seconds": round(result.seconds, 2)}

@@ -1,0 +1,266 @@
+"""The ``jointcomp`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import JointcompError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print jointcomp's own errors as one line (no traceback) and exit non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JointcompError as exc:
+            message = str(exc)
+            err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False,
+                      soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted; continue with: jointcomp run RECIPE --resume")
+            sys.exit(130)
+
+    return wrapper
+
+
+def bundled_recipes_dir() -> Path:
+    """The repository's recipes/ folder (next to the package in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _resolve_recipe(path: str) -> str:
+    """Accept a recipe path, or the bare name of a bundled recipe (``quickstart``)."""
+    p = Path(path)
+    if p.exists():
+        return path
+    bundled = bundled_recipes_dir() / (path if path.endswith(".yaml") else f"{path}.yaml")
+    return str(bundled) if bundled.exists() else path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jointcomp")
+def cli() -> None:
+    """Compress trained PyTorch models into one small file that decodes bit for bit.
+
+    \b
+    jointcomp run recipes/quickstart.yaml       compress as a recipe says
+    jointcomp inspect runs/quickstart/model.jcz what is in the file
+    jointcomp recipes                           the bundled recipes
+    """
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="override a recipe key, e.g. --set stages.0.prune.ratio=0.3 (repeatable)")
+@click.option("--resume", is_flag=True, help="continue after the last finished stage")
+@click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option("--output", "-o", default=None, help="output directory (default: runs/NAME)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+@_friendly
+def run(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool, output: str | None,
+        quiet: bool) -> None:
+    """Run RECIPE: train or load the baseline, run the stages, write the file and the reports."""
+    from .audit.report import HEADERS, summary_rows
+    from .pipeline import run as run_pipeline
+    from .recipe import load_recipe
+
+    if resume and force:
+        raise click.UsageError("--resume and --force exclude each other")
+    extra = (*overrides, f"output={output}") if output else overrides
+    parsed = load_recipe(_resolve_recipe(recipe), extra)
+    result = run_pipeline(parsed, resume=resume, force=force, show_progress=not quiet,
+                          console=Console(stderr=True, quiet=quiet))
+    if not result.report:
+        return
+    table = Table(title=f"jointcomp: {parsed.name}", title_justify="left")
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h == "step" else "right")
+    for row in summary_rows(result.report):
+        table.add_row(*row)
+    out.print(table)
+    fin = result.report["final"]
+    out.print(
+        f"file    {result.model_path}  ({fin['bytes']:,} bytes, {fin['compression_ratio']:.1f}× "
+        f"vs fp32, top-1 {fin['accuracy']:.2%}, drop {100 * fin['accuracy_drop']:+.2f} points)"
+    )
+    out.print(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}")
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@_friendly
+def validate(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE without running it."""
+    from .pipeline import output_dir, planned_stages
+    from .recipe import load_recipe
+
+    parsed = load_recipe(_resolve_recipe(recipe), overrides)
+    names = " → ".join(s.name for s in planned_stages(parsed))
+    out.print(f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
+              f"stages: {names}; output: {output_dir(parsed)}")
+
+
+def _entropy_bits(values: Any) -> float:
+    import numpy as np
+
+    if values.size == 0:
+        return 0.0
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / values.size
+    return float(-(p * np.log2(p)).sum())
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the header and table as JSON")
+@_friendly
+def inspect(file: str, as_json: bool) -> None:
+    """Show what is in a .jcz FILE: its model, structure and tensor table (no code is imported)."""
+    from .container.artifact import decode_tensors, read_header
+
+    data = Path(file).read_bytes() if Path(file).is_file() else None
+    if data is None:
+        raise JointcompError(f"{file}: no such file")
+    frame, manifest, entries, meta = read_header(data)
+    tensors = decode_tensors(frame, entries)
+    rows = []
+    for e in entries:
+        n = math.prod(e["s"])
+        t = tensors[e["n"]]
+        h0 = None if t.is_floating_point() else _entropy_bits(t.reshape(-1).numpy())
+        rows.append({
+            "name": e["n"], "shape": e["s"], "dtype": e["d"], "storage": e.get("st", e["d"]),
+            "codec": e["c"], "bytes": e["b"], "bits_per_element": 8 * e["b"] / max(1, n),
+            "entropy_bits": h0,
+            "entropy_bytes": None if h0 is None else h0 * n / 8,
+        })
+    summary = {
+        "file": file, "bytes": frame.file_bytes, "header_bytes": frame.header_bytes,
+        "payload_bytes": frame.file_bytes - frame.header_bytes,
+        "builder": manifest.builder, "kwargs": manifest.kwargs,
+        "edits": len(manifest.edits), "ties": len(manifest.ties), "meta": meta, "tensors": rows,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    out.print(f"[bold]{file}[/]: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
+              f"{summary['payload_bytes']:,} payload "
+              f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)")
+    out.print(f"model: {manifest.builder} {json.dumps(manifest.kwargs)}; "
+              f"{len(manifest.edits)} structural edit(s), {len(manifest.ties)} tied tensor(s)")
+    for path, type_name, config in manifest.edits:
+        out.print(f"  edit {path or '(root)'} → {type_name}({json.dumps(config)})", highlight=False)
+    table = Table()
+    for h in ("tensor", "shape", "dtype", "codec", "bytes", "bits/elem", "H0 bound (bytes)"):
+        table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
+    for r in rows:
+        table.add_row(
+            r["name"], "×".join(map(str, r["shape"])) or "scalar",
+            r["dtype"] if r["storage"] == r["dtype"] else f"{r['dtype']} as {r['storage']}",
+            r["codec"], f"{r['bytes']:,}", f"{r['bits_per_element']:.2f}",
+            "–" if r["entropy_bytes"] is None else f"{r['entropy_bytes']:,.0f}",
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False),
+              help="output .safetensors path")
+@click.option("--trust", is_flag=True, help="allow a builder outside the allow-list")
+@_friendly
+def decode(file: str, target: str, trust: bool) -> None:
+    """Decode FILE into a dense state dict in a .safetensors file."""
+    from safetensors.torch import save
+
+    from .container import open_artifact, write_atomic
+
+    artifact = open_artifact(file, trust=trust)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in artifact.model.state_dict().items()}
+    write_atomic(target, save(state, metadata={"source": Path(file).name,
+                                                "builder": artifact.manifest.builder}))
+    out.print(f"wrote {target}: {len(state)} tensors")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--recipe", "recipe_path", required=True, help="the recipe that names the data")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--out", "out_dir", default=None, help="write report.json/md/html here")
+@_friendly
+def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str | None) -> None:
+    """Re-measure FILE (size, MACs, latency, accuracy) on the recipe's validation data."""
+    from .audit import audit_file, write_reports
+    from .audit.report import HEADERS, summary_rows
+    from .baseline import baseline_key, cache_dir, get_baseline
+    from .data import load_data
+    from .models import data_kwargs
+    from .recipe import load_recipe
+
+    recipe = load_recipe(_resolve_recipe(recipe_path), overrides)
+    data = load_data(recipe.data.dataset, recipe.data.root, recipe.data.val_split,
+                     recipe.data.seed, recipe.data.limit)
+    kwargs = {**data_kwargs(recipe.model.builder, recipe.model.input_shape or data.input_shape,
+                            data.num_classes), **recipe.model.kwargs}
+    baseline = None
+    cached = (cache_dir() / f"{baseline_key(recipe, kwargs)}.safetensors").is_file()
+    if recipe.model.weights != "train" or cached:
+        baseline, _ = get_baseline(recipe, data, kwargs, device="cpu", log=lambda *_: None)
+    report = audit_file(Path(file), recipe, data, baseline)
+    table = Table(title=f"audit: {file}", title_justify="left")
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h == "step" else "right")
+    rows = summary_rows(report)
+    if baseline is None:
+        rows = rows[1:]
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if out_dir:
+        write_reports(report, Path(out_dir))
+        out.print(f"reports in {out_dir}")
+
+
+@cli.command("recipes")
+def recipes_cmd() -> None:
+    """List the bundled recipes."""
+    folder = bundled_recipes_dir()
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not files:
+        out.print(f"no bundled recipes found in {folder}")
+        return
+    table = Table()
+    table.add_column("recipe")
+    table.add_column("what it does")
+    for f in files:
+        first = f.read_text(encoding="utf-8").splitlines()[:1]
+        desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        table.add_row(str(f.relative_to(folder.parent)), desc)
+    out.print(table)
+
+
+def main() -> None:
+    cli(prog_name="jointcomp")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Writing and opening .jcz files: a module in, a module out, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import FormatError, JointcompError
+from .framing import Frame, pack, unpack
+from .manifest import Manifest, describe, manifest_from_json, rebuild, tensors_to_store
+from .tensors import check_entry, decode_tensor, encode_tensor
+
+MAX_TENSORS = 1 << 20
+
+
+@dataclass(frozen=True)
+class TensorChoice:
+    """How one tensor is stored: a codec name ("raw" or one of jointcomp.codec's) and options."""
+
+    codec: str = "raw"
+    options: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = None  # e.g. "f16" to narrow a float tensor
+
+
+Chooser = Callable[[str, torch.Tensor], TensorChoice]
+
+
+@dataclass
+class Artifact:
+    """An opened file: the rebuilt module and everything the header says about it."""
+
+    model: nn.Module
+    manifest: Manifest
+    entries: list[dict[str, Any]]
+    meta: dict[str, Any]
+    header_bytes: int
+    file_bytes: int
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.file_bytes - self.header_bytes
+
+
+@dataclass
+class WriteReport:
+    """What was written: the table entries with per-tensor stats, and the sizes."""
+
+    entries: list[dict[str, Any]]
+    stats: dict[str, dict[str, Any]]
+    file_bytes: int
+    header_bytes: int
+
+
+def build_reference(builder: str, kwargs: dict[str, Any], trust: bool) -> nn.Module:
+    """A fresh module from ``builder`` without disturbing the caller's random state."""
+    from ..models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        return build_model(builder, kwargs, trust=trust)
+
+
+def encode_model(
+    model: nn.Module,
+    builder: str,
+    kwargs: dict[str, Any],
+    *,
+    meta: dict[str, Any] | None = None,
+    choose: Chooser | None = None,
+) -> tuple[bytes, WriteReport]:
+    """The complete file image of ``model`` and a report of its tensor table."""
+    reference = build_reference(builder, kwargs, trust=True)
+    manifest = describe(model, builder, kwargs, reference)
+    entries: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
+    stats: dict[str, dict[str, Any]] = {}
+    for name, tensor in tensors_to_store(model, manifest).items():
+        choice = choose(name, tensor) if choose else TensorChoice()
+        entry, payload, tensor_stats = encode_tensor(
+            name, tensor, codec_name=choice.codec, storage=choice.storage,
+            codec_options=choice.options,
+        )
+        entries.append(entry)
+        payloads.append(payload)
+        stats[name] = tensor_stats
+    header = {"model": manifest.to_json(), "tensors": entries}
+    if meta:
+        header["meta"] = meta
+    image = pack(header, payloads)
+    payload_total = sum(len(p) for p in payloads)
+    return image, WriteReport(entries, stats, len(image), len(image) - payload_total)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a
+    half-written file and an existing file is replaced only once the new one is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(
+    path: str | Path,
+    model: nn.Module,
+    builder: str,
+    kwargs: dict[str, Any],
+    *,
+    meta: dict[str, Any] | None = None,
+    choose: Chooser | None = None,
+) -> WriteReport:
+    """Write ``model`` to ``path`` (atomically)."""
+    image, report = encode_model(model, builder, kwargs, meta=meta, choose=choose)
+    write_atomic(path, image)
+    return report
+
+
+def read_header(data: bytes | bytearray | memoryview) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any]]:
+    """Check the framing and the header of a file image; nothing is decoded or built yet."""
+    frame = unpack(data)
+    header = frame.header
+    manifest = manifest_from_json(header.get("model"))
+    entries = header.get("tensors")
+    if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
+        raise FormatError("header: missing or oversized tensor table")
+    total = 0
+    names = set()
+    for i, entry in enumerate(entries):
+        name, _, _, _, length = check_entry(entry, i)
+        if name in names:
+            raise FormatError(f"tensor {name!r} appears twice in the tensor table")
+        names.add(name)
+        total += length
+    if total != len(frame.payload):
+        raise FormatError(
+            f"payload lengths in the tensor table add up to {total} bytes, "
+            f"but the file holds {len(frame.payload)} payload bytes"
+        )
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise FormatError("header: meta is not an object")
+    return frame, manifest, entries, meta
+
+
+def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Decode every payload (offsets are the running sum of the table's lengths)."""
+    tensors: dict[str, torch.Tensor] = {}
+    offset = 0
+    for i, entry in enumerate(entries):
+        length = entry["b"]
+        tensors[entry["n"]] = decode_tensor(entry, frame.payload[offset : offset + length], i)
+        offset += length
+    return tensors
+
+
+def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifact:
+    """Open a .jcz file (a path or its bytes), check it completely, and rebuild its module.
+
+    Raises FormatError for anything wrong with the file, including a builder outside the
+    allow-list when ``trust`` is False.
+    """
+    from ..models import is_allowed_builder
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FormatError(f"{path}: no such file")
+        data = path.read_bytes()
+    frame, manifest, entries, meta = read_header(data)
+    if not trust and not is_allowed_builder(manifest.builder):
+        raise FormatError(
+            f"the file names builder {manifest.builder!r}, which is not on the allow-list "
+            "(zoo:NAME, torchvision:NAME); open it with trust=True / --trust only if you trust "
+            "where it came from"
+        )
+    tensors = decode_tensors(frame, entries)
+    try:
+        base = build_reference(manifest.builder, manifest.kwargs, trust=trust)
+    except JointcompError as exc:
+        raise FormatError(f"cannot build the file's model: {exc}") from None
+    model = rebuild(base, manifest, tensors)
+    model.eval()
+    return Artifact(model, manifest, entries, meta, frame.header_bytes, frame.file_bytes)
+
+
+def load(path: str | Path | bytes, *, trust: bool = False) -> nn.Module:
+    """The runnable module stored in a .jcz file, in eval mode."""
+    return open_artifact(path, trust=trust).model

@@ -1,0 +1,87 @@
+"""The byte framing of a .jcz file (see docs/FORMAT.md): magic, version, a DEFLATE-compressed JSON
+header, the payloads, and a SHA-256 over everything before it. Pure bytes in and out: reading
+checks every length and checksum before anything is trusted or allocated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FormatError
+
+MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+_PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
+PREFIX_SIZE = _PREFIX.size  # 20
+DIGEST_SIZE = 32
+MAX_HEADER_BYTES = 64 << 20  # decompressed JSON header: far above any real model's table
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A parsed file: its header (plain JSON data), the raw header size and the payload bytes."""
+
+    header: dict[str, Any]
+    header_bytes: int
+    payload: memoryview
+    file_bytes: int
+
+
+def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
+    """Serialize ``header`` and the concatenated ``payloads`` into a complete file image."""
+    text = json.dumps(header, separators=(",", ":"), sort_keys=False, allow_nan=False)
+    compressed = zlib.compress(text.encode("utf-8"), 9)
+    prefix = _PREFIX.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed))
+    body = b"".join([prefix, compressed, *payloads])
+    return body + hashlib.sha256(body).digest()
+
+
+def unpack(data: bytes | bytearray | memoryview) -> Frame:
+    """Check the framing of a file image and return its parts. Raises FormatError."""
+    view = memoryview(data)
+    size = len(view)
+    if size < PREFIX_SIZE + DIGEST_SIZE:
+        raise FormatError(f"file is {size} bytes, shorter than the smallest .jcz file (52 bytes)")
+    magic, major, minor, header_len, header_crc = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise FormatError("not a .jcz file (bad magic bytes)")
+    if major != FORMAT_MAJOR:
+        raise FormatError(
+            f"unsupported format version {major}.{minor}; this jointcomp reads version "
+            f"{FORMAT_MAJOR}.x"
+        )
+    body = view[: size - DIGEST_SIZE]
+    if hashlib.sha256(body).digest() != bytes(view[size - DIGEST_SIZE :]):
+        raise FormatError("SHA-256 mismatch: the file is corrupted or truncated")
+    if header_len > size - PREFIX_SIZE - DIGEST_SIZE:
+        raise FormatError(f"header length {header_len} runs past the end of the file")
+    compressed = view[PREFIX_SIZE : PREFIX_SIZE + header_len]
+    if zlib.crc32(compressed) != header_crc:
+        raise FormatError("header CRC32 mismatch: the header is corrupted")
+    header = _inflate_json(bytes(compressed))
+    payload = view[PREFIX_SIZE + header_len : size - DIGEST_SIZE]
+    return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size)
+
+
+def _inflate_json(compressed: bytes) -> dict[str, Any]:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(compressed, MAX_HEADER_BYTES)
+    except zlib.error as exc:
+        raise FormatError(f"header is not valid DEFLATE data ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise FormatError(f"header decompresses to more than {MAX_HEADER_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise FormatError("header DEFLATE stream is incomplete or has trailing bytes")
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise FormatError("header is not a JSON object")
+    return header

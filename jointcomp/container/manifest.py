@@ -1,0 +1,247 @@
+"""The manifest: how a compressed module is described as plain JSON plus tensors, and rebuilt.
+
+A model is described relative to what its builder makes: the builder reference, then the
+*structural edits* — registered module types (with JSON constructor arguments) that replace what
+the builder put at a path, and scalar attributes that differ — then every tensor of the state
+dict, with tied tensors (one Parameter used at several names) stored once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import FormatError, ModelError
+from ..registry import MODULE_TYPES, module_type_of
+
+_SCALARS = (int, float, bool, str, type(None))
+_SKIP_ATTRS = {"training"}
+
+
+@dataclass
+class Manifest:
+    """Everything needed to rebuild a module, except the tensors' values."""
+
+    builder: str
+    kwargs: dict[str, Any]
+    edits: list[list[Any]] = field(default_factory=list)  # [path, type name, config]
+    attrs: list[list[Any]] = field(default_factory=list)  # [path, {attr: value}]
+    ties: dict[str, str] = field(default_factory=dict)  # alias name -> stored name
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"builder": self.builder, "kwargs": self.kwargs}
+        if self.edits:
+            out["edits"] = self.edits
+        if self.attrs:
+            out["attrs"] = self.attrs
+        if self.ties:
+            out["ties"] = self.ties
+        return out
+
+
+def _is_scalar_value(v: Any) -> bool:
+    if isinstance(v, _SCALARS):
+        return not (isinstance(v, float) and v != v)  # NaN never compares equal
+    if isinstance(v, (tuple, list)):
+        return all(isinstance(x, _SCALARS) for x in v)
+    return False
+
+
+def _json_scalar(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _get(root: nn.Module, path: str) -> nn.Module | None:
+    if not path:
+        return root
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    """Put ``module`` at ``path`` (the root itself when path is empty); returns the new root."""
+    if not path:
+        return module
+    parent_path, _, name = path.rpartition(".")
+    parent = _get(root, parent_path)
+    if parent is None:
+        raise ModelError(f"cannot place a module at {path!r}: its parent does not exist")
+    setattr(parent, name, module)
+    return root
+
+
+def _public_attrs(module: nn.Module) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in vars(module).items()
+        if not k.startswith("_") and k not in _SKIP_ATTRS and _is_scalar_value(v)
+    }
+
+
+def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: nn.Module) -> Manifest:
+    """Describe ``model`` as edits on ``reference`` (a fresh build of ``builder``; it is modified
+    in place to mirror the edits). Raises ModelError for a module type that is not registered."""
+    manifest = Manifest(builder=builder, kwargs=dict(kwargs))
+    ref_root = reference
+
+    def walk(path: str, module: nn.Module) -> None:
+        nonlocal ref_root
+        ref = _get(ref_root, path)
+        entry = module_type_of(module)
+        if entry is not None:
+            config = entry.config(module)
+            ref_entry = module_type_of(ref) if ref is not None else None
+            if ref_entry is not entry or ref_entry.config(ref) != config:
+                manifest.edits.append([path, entry.name, config])
+                ref = entry.build(config)
+                ref_root = _set(ref_root, path, ref)
+        elif ref is None or type(ref) is not type(module):
+            raise ModelError(
+                f"module {path or '(root)'} of type {type(module).__qualname__} is not a registered "
+                "module type and is not what the model's builder creates there; register it with "
+                "jointcomp.registry.register_module to store it"
+            )
+        if entry is None:
+            mine, theirs = _public_attrs(module), _public_attrs(ref)
+            diff = {k: _json_scalar(v) for k, v in mine.items() if theirs.get(k, object()) != v}
+            if diff:
+                manifest.attrs.append([path, diff])
+                for k, v in diff.items():
+                    setattr(ref, k, mine[k])
+        ref_children = dict(ref.named_children())
+        my_children = dict(module.named_children())
+        missing = set(ref_children) - set(my_children)
+        if missing:
+            raise ModelError(
+                f"module {path or '(root)'} lost children {sorted(missing)} relative to its builder; "
+                "replace them with nn.Identity instead of deleting them"
+            )
+        for name, child in my_children.items():
+            walk(f"{path}.{name}" if path else name, child)
+
+    walk("", model)
+    mine = model.state_dict(keep_vars=True)
+    theirs = ref_root.state_dict(keep_vars=True)
+    if list(mine) != list(theirs):
+        only_mine = sorted(set(mine) - set(theirs))[:5]
+        only_ref = sorted(set(theirs) - set(mine))[:5]
+        raise ModelError(
+            "the model's tensors do not match its description "
+            f"(only in the model: {only_mine}; only in the rebuilt structure: {only_ref})"
+        )
+    seen: dict[int, str] = {}
+    for name, tensor in mine.items():
+        key = id(tensor)
+        if key in seen:
+            manifest.ties[name] = seen[key]
+        else:
+            seen[key] = name
+    return manifest
+
+
+def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Tensor]:
+    """The state dict minus tied aliases, detached, in state-dict order."""
+    return {
+        name: t.detach()
+        for name, t in model.state_dict(keep_vars=True).items()
+        if name not in manifest.ties
+    }
+
+
+def manifest_from_json(data: Any) -> Manifest:
+    """Parse and type-check the manifest part of a header. Raises FormatError."""
+    if not isinstance(data, dict):
+        raise FormatError("header has no model description")
+    builder = data.get("builder")
+    kwargs = data.get("kwargs", {})
+    if not isinstance(builder, str) or not isinstance(kwargs, dict):
+        raise FormatError("header: builder must be a string and kwargs an object")
+    edits = data.get("edits", [])
+    attrs = data.get("attrs", [])
+    ties = data.get("ties", {})
+    if not isinstance(edits, list) or not all(
+        isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and isinstance(e[1], str)
+        and isinstance(e[2], dict)
+        for e in edits
+    ):
+        raise FormatError("header: malformed structural edits")
+    if not isinstance(attrs, list) or not all(
+        isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], dict)
+        for a in attrs
+    ):
+        raise FormatError("header: malformed attribute edits")
+    if not isinstance(ties, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
+    ):
+        raise FormatError("header: malformed tensor ties")
+    return Manifest(builder, kwargs, edits, attrs, ties)
+
+
+def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Apply the manifest's edits to ``base`` (a fresh build of its builder) and load ``tensors``
+    (already decoded, aliases excluded). Raises FormatError on any inconsistency."""
+    root = base
+    for path, type_name, config in manifest.edits:
+        entry = MODULE_TYPES.get(type_name)
+        if entry is None:
+            raise FormatError(f"edit at {path!r} names module type {type_name!r}, which is not registered")
+        try:
+            module = entry.build(config)
+        except Exception as exc:  # a constructor rejecting bad arguments from the file
+            raise FormatError(
+                f"edit at {path!r}: cannot build {type_name} from {config} ({type(exc).__name__}: {exc})"
+            ) from None
+        if path and _get(root, path.rpartition(".")[0]) is None:
+            raise FormatError(f"edit at {path!r}: parent module does not exist")
+        root = _set(root, path, module)
+    for path, values in manifest.attrs:
+        module = _get(root, path)
+        if module is None:
+            raise FormatError(f"attribute edit at {path!r}: no such module")
+        for key, value in values.items():
+            if key.startswith("_") or key not in _public_attrs(module) or not _is_scalar_value(value):
+                raise FormatError(f"attribute edit at {path!r}: {key!r} is not an editable attribute")
+            old = getattr(module, key)
+            setattr(module, key, tuple(value) if isinstance(old, tuple) else value)
+    expected = root.state_dict(keep_vars=True)
+    stored_names = [n for n in expected if n not in manifest.ties]
+    if set(stored_names) != set(tensors) or any(t not in expected for t in manifest.ties):
+        missing = sorted(set(stored_names) - set(tensors))[:5]
+        extra = sorted(set(tensors) - set(stored_names))[:5]
+        raise FormatError(
+            f"tensor table does not match the model structure (missing: {missing}; unexpected: {extra})"
+        )
+    for name in stored_names:
+        _assign(root, name, tensors[name], expected[name])
+    for alias, target in manifest.ties.items():
+        if target not in tensors:
+            raise FormatError(f"tie {alias!r} -> {target!r}: target is not a stored tensor")
+        owner_path, _, attr = target.rpartition(".")
+        canonical = _get(root, owner_path)
+        value = canonical._parameters.get(attr) if attr in canonical._parameters else canonical._buffers.get(attr)
+        _assign(root, alias, value, expected[alias], share=True)
+    return root
+
+
+def _assign(root: nn.Module, name: str, value: torch.Tensor, old: torch.Tensor, share: bool = False) -> None:
+    owner_path, _, attr = name.rpartition(".")
+    owner = _get(root, owner_path)
+    if owner is None:
+        raise FormatError(f"tensor {name!r}: no module at {owner_path!r}")
+    if attr in owner._parameters:
+        if share:
+            owner._parameters[attr] = value  # the same Parameter object: training keeps them tied
+        else:
+            requires_grad = old.requires_grad if old.is_floating_point() else False
+            owner._parameters[attr] = nn.Parameter(value, requires_grad=requires_grad)
+    elif attr in owner._buffers:
+        owner._buffers[attr] = value
+    else:
+        raise FormatError(f"tensor {name!r} is neither a parameter nor a buffer of its module")
+    if old.dtype != value.dtype:
+        raise FormatError(f"tensor {name!r}: stored dtype {value.dtype} differs from the module's {old.dtype}")

@@ -1,0 +1,188 @@
+"""Tensor table entries: one tensor ⇄ (a small JSON entry, its payload bytes).
+
+Floats that stay float are stored raw (little-endian, in their own dtype or a narrower storage
+dtype the recipe asks for); integer tensors and the bit patterns of sparse float tensors go
+through ``jointcomp.codec``. Decoding validates the entry before allocating anything.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import FormatError
+
+# file dtype code -> (torch dtype, little-endian numpy dtype of the same bits)
+DTYPES: dict[str, tuple[torch.dtype, str]] = {
+    "f32": (torch.float32, "<f4"),
+    "f16": (torch.float16, "<f2"),
+    "bf16": (torch.bfloat16, "<i2"),  # numpy has no bfloat16: carry its 16 bits as int16
+    "f64": (torch.float64, "<f8"),
+    "i8": (torch.int8, "i1"),
+    "u8": (torch.uint8, "u1"),
+    "i16": (torch.int16, "<i2"),
+    "i32": (torch.int32, "<i4"),
+    "i64": (torch.int64, "<i8"),
+    "b": (torch.bool, "u1"),
+}
+CODE_OF: dict[torch.dtype, str] = {t: code for code, (t, _) in DTYPES.items()}
+FLOAT_CODES = {"f32", "f16", "bf16", "f64"}
+BIT_VIEW = {"f32": torch.int32, "f16": torch.int16, "bf16": torch.int16, "f64": torch.int64}
+MAX_DIMS = 8
+MAX_ELEMENTS = 1 << 31  # per tensor; a file naming more is refused before allocation
+
+
+def dtype_code(dtype: torch.dtype) -> str:
+    if dtype not in CODE_OF:
+        raise FormatError(f"tensor dtype {dtype} cannot be stored in a .jcz file")
+    return CODE_OF[dtype]
+
+
+def _raw_bytes(t: torch.Tensor, code: str) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    if code == "bf16":
+        t = t.view(torch.int16)
+    return t.numpy().astype(DTYPES[code][1], copy=False).tobytes()
+
+
+def _integer_view(t: torch.Tensor, code: str) -> np.ndarray:
+    """The integers a coder sees: the values of integer tensors, the bit patterns of floats."""
+    t = t.detach().to("cpu").contiguous()
+    if code in FLOAT_CODES:
+        t = t.view(BIT_VIEW[code])
+    elif code == "b":
+        t = t.to(torch.uint8)
+    return t.numpy().reshape(-1)
+
+
+def encode_tensor(
+    name: str, tensor: torch.Tensor, *, codec_name: str = "raw", storage: str | None = None,
+    codec_options: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """Encode one tensor. Returns (table entry, payload, stats for reports).
+
+    ``codec_name`` "raw" stores the bytes as they are; any other name is passed to
+    ``jointcomp.codec.encode`` over the tensor's integers (for floats: their bit patterns, so the
+    round trip is exact). ``storage`` narrows a float tensor's stored dtype (e.g. "f16").
+    """
+    code = dtype_code(tensor.dtype)
+    entry: dict[str, Any] = {"n": name, "s": list(tensor.shape), "d": code}
+    stored = tensor
+    if storage and storage != code:
+        if code not in FLOAT_CODES or storage not in FLOAT_CODES:
+            raise ValueError(f"{name}: cannot store a {code} tensor as {storage}")
+        stored = tensor.to(DTYPES[storage][0])
+        entry["st"] = storage
+    store_code = entry.get("st", code)
+    stats: dict[str, Any] = {}
+    if codec_name == "raw":
+        entry["c"] = "raw"
+        payload = _raw_bytes(stored, store_code)
+    else:
+        from .. import codec
+
+        symbols = _integer_view(stored, store_code)
+        enc = codec.encode(symbols, codec_name, **(codec_options or {}))
+        entry["c"] = enc.codec
+        if enc.params:
+            entry["p"] = enc.params
+        payload = enc.data
+        stats = {"side_bytes": enc.side_bytes, **enc.stats}
+    entry["b"] = len(payload)
+    entry["k"] = zlib.crc32(payload)
+    return entry, payload, stats
+
+
+def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
+    """Validate the shape of a table entry; returns (name, shape, dtype code, storage code, bytes)."""
+    where = f"tensor table entry {index}"
+    if not isinstance(entry, dict):
+        raise FormatError(f"{where} is not an object")
+    name = entry.get("n")
+    if not isinstance(name, str) or not name or len(name) > 1024:
+        raise FormatError(f"{where}: missing or invalid name")
+    where = f"tensor {name!r}"
+    shape = entry.get("s")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)
+    ):
+        raise FormatError(f"{where}: invalid shape {shape!r}")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise FormatError(f"{where}: shape {shape} has more than {MAX_ELEMENTS} elements")
+    code = entry.get("d")
+    if code not in DTYPES:
+        raise FormatError(f"{where}: unknown dtype {code!r}")
+    store = entry.get("st", code)
+    if store not in DTYPES or (store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES)):
+        raise FormatError(f"{where}: invalid storage dtype {store!r} for dtype {code}")
+    length = entry.get("b")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise FormatError(f"{where}: invalid payload length {length!r}")
+    crc = entry.get("k")
+    if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc < 1 << 32:
+        raise FormatError(f"{where}: invalid CRC32 field {crc!r}")
+    if not isinstance(entry.get("c"), str):
+        raise FormatError(f"{where}: missing codec name")
+    if "p" in entry and not isinstance(entry["p"], dict):
+        raise FormatError(f"{where}: codec parameters are not an object")
+    return name, shape, code, store, length
+
+
+def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> torch.Tensor:
+    """Rebuild the tensor of a validated entry from its payload bytes. Raises FormatError."""
+    name, shape, code, store, length = check_entry(entry, index)
+    if len(payload) != length:
+        raise FormatError(f"tensor {name!r}: payload is {len(payload)} bytes, expected {length}")
+    if zlib.crc32(payload) != entry["k"]:
+        raise FormatError(f"tensor {name!r}: payload CRC32 mismatch")
+    n = math.prod(shape)
+    if entry["c"] == "raw":
+        np_dtype = np.dtype(DTYPES[store][1])
+        if length != n * np_dtype.itemsize:
+            raise FormatError(
+                f"tensor {name!r}: raw payload is {length} bytes, shape {shape} of {store} "
+                f"needs {n * np_dtype.itemsize}"
+            )
+        array = np.frombuffer(payload, dtype=np_dtype).astype(np_dtype.newbyteorder("="))
+    else:
+        from .. import codec
+
+        np_dtype = _symbol_dtype(store)
+        try:
+            array = codec.decode(entry["c"], bytes(payload), entry.get("p", {}), n, np_dtype)
+        except codec.CodecError as exc:
+            raise FormatError(f"tensor {name!r}: {exc}") from None
+        if array.shape != (n,):
+            raise FormatError(f"tensor {name!r}: decoded {array.shape} values, expected ({n},)")
+        array = array.astype(np_dtype, copy=False)
+    tensor = _from_numpy(array, store).reshape(shape)
+    if store != code:
+        tensor = tensor.to(DTYPES[code][0])
+    return tensor
+
+
+def _symbol_dtype(code: str) -> np.dtype:
+    """The integer dtype a coder produced for a tensor stored as ``code``."""
+    if code in FLOAT_CODES:
+        return np.dtype(torch.empty(0, dtype=BIT_VIEW[code]).numpy().dtype)
+    if code == "b":
+        return np.dtype(np.uint8)
+    return np.dtype(DTYPES[code][1]).newbyteorder("=")
+
+
+def _from_numpy(array: np.ndarray, code: str) -> torch.Tensor:
+    """A torch tensor of dtype ``code`` from native-order numpy values or bit patterns."""
+    torch_dtype = DTYPES[code][0]
+    if code == "b":
+        if array.size and int(array.max()) > 1:
+            raise FormatError("boolean tensor holds values other than 0 and 1")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8)).to(torch.bool)
+    if code in FLOAT_CODES and array.dtype.kind in "iu":
+        return torch.from_numpy(np.ascontiguousarray(array)).view(torch_dtype)
+    return torch.from_numpy(np.ascontiguousarray(array)).to(torch_dtype)
