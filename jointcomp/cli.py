@@ -17,7 +17,8 @@ from rich.table import Table
 from . import __version__
 from .errors import JointcompError
 
-out = Console(soft_wrap=True)
+# wide tables when piped (rich assumes 80 columns without a terminal)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -177,7 +178,7 @@ def inspect(file: str, as_json: bool) -> None:
             r["name"], "×".join(map(str, r["shape"])) or "scalar",
             r["dtype"] if r["storage"] == r["dtype"] else f"{r['dtype']} as {r['storage']}",
             r["codec"], f"{r['bytes']:,}", f"{r['bits_per_element']:.2f}",
-            "–" if r["entropy_bytes"] is None else f"{r['entropy_bytes']:,.0f}",
+            "–" if r["entropy_bytes"] is None else f"{max(0.0, r['entropy_bytes']):,.0f}",
         )
     out.print(table)
 

@@ -139,6 +139,8 @@ def run(
     stages = planned_stages(recipe)
     out_dir = output_dir(recipe)
     state = _prepare_output(out_dir, recipe, resume, force)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank checks the output directory before rank 0 writes into it
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out_dir / "recipe.json", json.dumps(recipe_to_data(recipe), indent=2).encode())

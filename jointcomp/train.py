@@ -194,6 +194,12 @@ def fit(
         epoch_loss = running / max(1, count)
     if task is not None:
         progress.remove_task(task)  # type: ignore[attr-defined]
+    if size > 1:
+        # DDP keeps parameters in step but each rank's BatchNorm statistics saw its own batches:
+        # make every rank hold rank 0's model so all of them write and check the same file
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, src=0)
     model.eval()
     return FitResult(spec.epochs, steps, epoch_loss, time.perf_counter() - start)
 

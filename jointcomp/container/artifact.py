@@ -22,9 +22,10 @@ MAX_TENSORS = 1 << 20
 
 @dataclass(frozen=True)
 class TensorChoice:
-    """How one tensor is stored: a codec name ("raw" or one of jointcomp.codec's) and options."""
+    """How one tensor is stored: "plain" (its little-endian bytes) or a jointcomp.codec coder
+    name with options."""
 
-    codec: str = "raw"
+    codec: str = "plain"
     options: dict[str, Any] = field(default_factory=dict)
     storage: str | None = None  # e.g. "f16" to narrow a float tensor
 

@@ -19,6 +19,7 @@ from ..registry import MODULE_TYPES, module_type_of
 
 _SCALARS = (int, float, bool, str, type(None))
 _SKIP_ATTRS = {"training"}
+_MISSING = object()
 
 
 @dataclass
@@ -96,8 +97,15 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
         if entry is not None:
             config = entry.config(module)
             ref_entry = module_type_of(ref) if ref is not None else None
-            if ref_entry is not entry or ref_entry.config(ref) != config:
-                manifest.edits.append([path, entry.name, config])
+            ref_config = ref_entry.config(ref) if ref_entry is entry else None
+            if ref_config != config:
+                # same type as the builder's: store only the arguments that changed
+                stored = (
+                    {k: v for k, v in config.items() if ref_config.get(k, _MISSING) != v}
+                    if ref_config is not None
+                    else config
+                )
+                manifest.edits.append([path, entry.name, stored])
                 ref = entry.build(config)
                 ref_root = _set(ref_root, path, ref)
         elif ref is None or type(ref) is not type(module):
@@ -190,6 +198,9 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
         entry = MODULE_TYPES.get(type_name)
         if entry is None:
             raise FormatError(f"edit at {path!r} names module type {type_name!r}, which is not registered")
+        current = _get(root, path)
+        if current is not None and module_type_of(current) is entry:
+            config = {**entry.config(current), **config}  # the edit lists changed arguments only
         try:
             module = entry.build(config)
         except Exception as exc:  # a constructor rejecting bad arguments from the file

@@ -32,6 +32,7 @@ DTYPES: dict[str, tuple[torch.dtype, str]] = {
 CODE_OF: dict[torch.dtype, str] = {t: code for code, (t, _) in DTYPES.items()}
 FLOAT_CODES = {"f32", "f16", "bf16", "f64"}
 BIT_VIEW = {"f32": torch.int32, "f16": torch.int16, "bf16": torch.int16, "f64": torch.int64}
+PLAIN = "plain"  # the tensor's own little-endian bytes, no coder
 MAX_DIMS = 8
 MAX_ELEMENTS = 1 << 31  # per tensor; a file naming more is refused before allocation
 
@@ -60,12 +61,12 @@ def _integer_view(t: torch.Tensor, code: str) -> np.ndarray:
 
 
 def encode_tensor(
-    name: str, tensor: torch.Tensor, *, codec_name: str = "raw", storage: str | None = None,
+    name: str, tensor: torch.Tensor, *, codec_name: str = "plain", storage: str | None = None,
     codec_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
     """Encode one tensor. Returns (table entry, payload, stats for reports).
 
-    ``codec_name`` "raw" stores the bytes as they are; any other name is passed to
+    ``codec_name`` "plain" stores the bytes as they are; any other name is passed to
     ``jointcomp.codec.encode`` over the tensor's integers (for floats: their bit patterns, so the
     round trip is exact). ``storage`` narrows a float tensor's stored dtype (e.g. "f16").
     """
@@ -79,8 +80,8 @@ def encode_tensor(
         entry["st"] = storage
     store_code = entry.get("st", code)
     stats: dict[str, Any] = {}
-    if codec_name == "raw":
-        entry["c"] = "raw"
+    if codec_name == PLAIN:
+        entry["c"] = PLAIN
         payload = _raw_bytes(stored, store_code)
     else:
         from .. import codec
@@ -142,11 +143,11 @@ def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> tor
     if zlib.crc32(payload) != entry["k"]:
         raise FormatError(f"tensor {name!r}: payload CRC32 mismatch")
     n = math.prod(shape)
-    if entry["c"] == "raw":
+    if entry["c"] == PLAIN:
         np_dtype = np.dtype(DTYPES[store][1])
         if length != n * np_dtype.itemsize:
             raise FormatError(
-                f"tensor {name!r}: raw payload is {length} bytes, shape {shape} of {store} "
+                f"tensor {name!r}: plain payload is {length} bytes, shape {shape} of {store} "
                 f"needs {n * np_dtype.itemsize}"
             )
         array = np.frombuffer(payload, dtype=np_dtype).astype(np_dtype.newbyteorder("="))

@@ -44,11 +44,11 @@ class EncodeStage(Stage):
         if tensor.is_floating_point():
             storage = p.float_storage if tensor.dtype == torch.float32 else None
             zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
-            if codec != "raw" and (name in sparse or zeros > SPARSE_FLOAT_THRESHOLD):
+            if name in sparse or zeros > SPARSE_FLOAT_THRESHOLD:
                 # positions entropy-coded, values kept as exact bit patterns
-                return TensorChoice("sparse", {"values": "raw"}, storage)
-            return TensorChoice("raw", {}, storage)
-        return TensorChoice(codec, dict(p.options) if codec != "raw" else {}, None)
+                return TensorChoice("sparse", {"value_codecs": ("raw",)}, storage)
+            return TensorChoice("plain", {}, storage)
+        return TensorChoice(codec, dict(p.options), None)
 
     def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
         p: EncodeParams = self.params  # type: ignore[assignment]

@@ -63,6 +63,17 @@ def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
 
 
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """qkv projections of attention blocks (a ``qkv`` Linear beside an int ``num_heads``), so
+    torch-pruning removes whole head dimensions consistently across q, k and v."""
+    heads = {}
+    for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        if isinstance(qkv, nn.Linear) and isinstance(getattr(module, "num_heads", None), int):
+            heads[qkv] = module.num_heads
+    return heads
+
+
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -112,12 +123,6 @@ class PruneStage(Stage):
             r = first_match(name, p.layers)
             if r is not None and name not in ignored:
                 ratio_dict[module] = r
-        # attention blocks (qkv Linear + num_heads) are pruned per head dimension consistently
-        num_heads = {}
-        for module in model.modules():
-            qkv = getattr(module, "qkv", None)
-            if isinstance(qkv, nn.Linear) and isinstance(getattr(module, "num_heads", None), int):
-                num_heads[qkv] = module.num_heads
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tp.pruner.BasePruner(
@@ -131,7 +136,7 @@ class PruneStage(Stage):
                 iterative_steps=steps,
                 ignored_layers=[names[n] for n in ignored],
                 round_to=p.round_to,
-                num_heads=num_heads,
+                num_heads=attention_heads(model),
             )
 
     def _score(self, model: nn.Module, ctx: StageContext, p: PruneParams) -> None:

@@ -1,0 +1,100 @@
+"""The command line, end to end on the quickstart recipe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import jointcomp
+from jointcomp.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--set", "train.epochs=2", "--set", "stages.0.prune.finetune.epochs=1",
+         "--set", "audit.min_run_time=0.02"]
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "quickstart"
+    result = CliRunner().invoke(
+        cli, ["run", str(ROOT / "recipes/quickstart.yaml"), "-q", "-o", str(out), *QUICK]
+    )
+    assert result.exit_code == 0, result.output
+    assert "model.jcz" in result.output and "× vs fp32" in result.output
+    return out
+
+
+def test_run_writes_everything(quickstart_run: Path) -> None:
+    for name in ("model.jcz", "report.json", "report.md", "report.html"):
+        assert (quickstart_run / name).is_file()
+
+
+def test_inspect_lists_tensors(quickstart_run: Path) -> None:
+    result = CliRunner().invoke(cli, ["inspect", str(quickstart_run / "model.jcz")])
+    assert result.exit_code == 0, result.output
+    assert "header" in result.output and "payload" in result.output
+    assert "block1.0.weight" in result.output and "zoo:small_cnn" in result.output
+    as_json = CliRunner().invoke(cli, ["inspect", "--json", str(quickstart_run / "model.jcz")])
+    info = json.loads(as_json.output)
+    assert info["bytes"] == (quickstart_run / "model.jcz").stat().st_size
+    assert info["header_bytes"] + info["payload_bytes"] == info["bytes"]
+    assert all({"name", "shape", "codec", "bytes", "bits_per_element"} <= set(t) for t in info["tensors"])
+
+
+def test_decode_to_safetensors(quickstart_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "dense.safetensors"
+    result = CliRunner().invoke(cli, ["decode", str(quickstart_run / "model.jcz"), "--to", str(target)])
+    assert result.exit_code == 0, result.output
+    state = load_file(str(target))
+    model = jointcomp.load(str(quickstart_run / "model.jcz"))
+    assert set(state) == set(model.state_dict())
+
+
+def test_audit_remeasures_the_file(quickstart_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "audit", str(quickstart_run / "model.jcz"), "--recipe", str(ROOT / "recipes/quickstart.yaml"),
+        *QUICK, "--out", str(tmp_path / "audit"),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    saved = json.loads((quickstart_run / "report.json").read_text())
+    assert report["final"]["accuracy"] == saved["final"]["accuracy"]
+    assert report["final"]["bytes"] == saved["final"]["bytes"]
+
+
+def test_validate_and_recipes() -> None:
+    ok = CliRunner().invoke(cli, ["validate", str(ROOT / "recipes/quickstart.yaml")])
+    assert ok.exit_code == 0 and "prune → encode" in ok.output
+    listed = CliRunner().invoke(cli, ["recipes"])
+    assert "quickstart.yaml" in listed.output
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jcz"
+    bad.write_bytes(b"not a jcz file at all, just some bytes" * 3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jointcomp", "inspect", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "error: not a .jcz file (bad magic bytes)" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "jointcomp", "validate", str(ROOT / "recipes/quickstart.yaml"),
+         "--set", "stages.0.prune.ratio=7"], capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "stages.0.prune.ratio" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_refuses_existing_output(quickstart_run: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", str(ROOT / "recipes/quickstart.yaml"), "-q", "-o", str(quickstart_run), *QUICK]
+    )
+    assert result.exit_code == 2
+    assert "already exists" in result.output

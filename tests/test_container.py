@@ -1,0 +1,184 @@
+"""The .jcz file: structure + tensors round-trip bit-exactly; anything malformed is a FormatError."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from jointcomp.container import open_artifact, save
+from jointcomp.container.framing import PREFIX_SIZE, pack, unpack
+from jointcomp.errors import FormatError, ModelError
+from jointcomp.models import build_model
+from jointcomp.stages.prune import attention_heads
+
+
+def _pruned(builder: str, kwargs: dict, shape: tuple[int, ...], ratio: float = 0.5) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(builder, kwargs).eval()
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    pruner = tp.pruner.BasePruner(
+        model, torch.randn(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=ratio, ignored_layers=[last], num_heads=attention_heads(model),
+    )
+    pruner.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "builder,kwargs,shape",
+    [
+        ("zoo:lenet5", {}, (1, 28, 28)),
+        ("zoo:small_cnn", {}, (1, 8, 8)),
+        ("zoo:resnet20", {"in_channels": 1}, (1, 28, 28)),
+        ("zoo:vit", {}, (1, 28, 28)),
+    ],
+)
+def test_pruned_model_round_trip_is_bit_exact(tmp_path: Path, builder, kwargs, shape) -> None:
+    model = _pruned(builder, kwargs, shape)
+    with torch.no_grad():  # give BN stats non-default values so they must travel too
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "m.jcz"
+    report = save(path, model, builder, kwargs)
+    art = open_artifact(path)
+    assert report.file_bytes == path.stat().st_size == art.file_bytes
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), art.model(x))
+    for (n1, t1), (n2, t2) in zip(model.state_dict().items(), art.model.state_dict().items()):
+        assert n1 == n2 and torch.equal(t1, t2)
+    assert art.manifest.edits, "pruned layers must be recorded as structural edits"
+
+
+def test_unpruned_model_needs_no_edits(tmp_path: Path) -> None:
+    model = build_model("zoo:lenet300", {}).eval()
+    save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+    art = open_artifact(tmp_path / "m.jcz")
+    assert art.manifest.edits == [] and art.manifest.attrs == []
+
+
+class TiedNet(nn.Module):
+    """Encoder and decoder share one weight (as in tied embeddings)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(6, 6, bias=False)
+        self.dec = nn.Linear(6, 6)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.relu(self.enc(x)))
+
+
+def test_tied_parameters_stored_once_and_stay_tied(tmp_path: Path) -> None:
+    model = TiedNet().eval()
+    path = tmp_path / "tied.jcz"
+    report = save(path, model, "tests.test_container:TiedNet", {})
+    assert [e["n"] for e in report.entries] == ["enc.weight", "dec.bias"]
+    art = open_artifact(path, trust=True)
+    assert art.manifest.ties == {"dec.weight": "enc.weight"}
+    assert art.model.dec.weight is art.model.enc.weight
+    x = torch.randn(3, 6)
+    assert torch.equal(model(x), art.model(x))
+
+
+def test_module_added_outside_the_builder_is_refused(tmp_path: Path) -> None:
+    model = build_model("zoo:lenet300", {}).eval()
+    model.extra = nn.Sequential(nn.ReLU())  # not registered and not what the builder makes
+    with pytest.raises(ModelError, match="extra"):
+        save(tmp_path / "bad.jcz", model, "zoo:lenet300", {})
+
+
+def test_unregistered_module_type_is_refused(tmp_path: Path) -> None:
+    class Weird(nn.Module):
+        def forward(self, x):
+            return x
+
+    model = build_model("zoo:lenet300", {})
+    model.act = Weird()
+    with pytest.raises(ModelError, match="not a registered module type"):
+        save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+
+
+def test_untrusted_builder_is_refused(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(4, 2))
+    path = tmp_path / "m.jcz"
+    save(path, model, "torch.nn:Sequential", {})
+    with pytest.raises(FormatError, match="not on the allow-list"):
+        open_artifact(path)
+
+
+def _image(tmp_path: Path) -> bytes:
+    model = _pruned("zoo:small_cnn", {}, (1, 8, 8))
+    path = tmp_path / "m.jcz"
+    save(path, model, "zoo:small_cnn", {})
+    return path.read_bytes()
+
+
+def test_every_truncation_is_a_format_error(tmp_path: Path) -> None:
+    data = _image(tmp_path)
+    for n in list(range(0, 64)) + list(range(64, len(data), 97)) + [len(data) - 1]:
+        with pytest.raises(FormatError):
+            open_artifact(data[:n])
+
+
+def test_byte_flips_are_format_errors(tmp_path: Path) -> None:
+    data = _image(tmp_path)
+    for pos in list(range(0, PREFIX_SIZE + 8)) + list(range(PREFIX_SIZE, len(data), 53)):
+        corrupted = bytearray(data)
+        corrupted[pos] ^= 0x41
+        with pytest.raises(FormatError):
+            open_artifact(bytes(corrupted))
+
+
+def test_resealed_malicious_headers_are_rejected() -> None:
+    """A crafted file with valid checksums but lying fields must still be refused cleanly."""
+    base = {"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}
+    cases = {
+        "payload lengths": {**base, "tensors": [{"n": "fc1.weight", "s": [300, 784], "d": "f32",
+                                                  "c": "plain", "b": 10**9, "k": 0}]},
+        "more than": {**base, "tensors": [{"n": "fc1.weight", "s": [2**20, 2**20], "d": "f32",
+                                            "c": "plain", "b": 0, "k": 0}]},
+        "unknown dtype": {**base, "tensors": [{"n": "x", "s": [1], "d": "f128", "c": "plain",
+                                                "b": 0, "k": 0}]},
+        "invalid shape": {**base, "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain",
+                                                "b": 0, "k": 0}]},
+        "does not match the model": base,
+        "not registered": {**base, "model": {"builder": "zoo:lenet300", "kwargs": {},
+                                             "edits": [["fc1", "Evil", {}]]}},
+        "cannot build": {**base, "model": {"builder": "zoo:lenet300", "kwargs": {},
+                                           "edits": [["fc1", "Linear", {"in_features": -5}]]}},
+    }
+    for expected, header in cases.items():
+        with pytest.raises(FormatError, match=expected):
+            open_artifact(pack(header, []))
+
+
+def test_wrong_magic_and_version() -> None:
+    image = bytearray(pack({"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}, []))
+    with pytest.raises(FormatError, match="bad magic"):
+        unpack(b"PK\x03\x04" + bytes(image[4:]))
+    struct.pack_into("<H", image, 8, 99)
+    with pytest.raises(FormatError, match="unsupported format version 99"):
+        unpack(bytes(image))
+
+
+def test_header_is_deflated_json_with_crc() -> None:
+    image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
+    _, _, _, length, crc = struct.unpack_from("<8sHHII", image, 0)
+    header = image[PREFIX_SIZE : PREFIX_SIZE + length]
+    assert zlib.crc32(header) == crc
+    assert zlib.decompress(header).startswith(b'{"model"')
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="no such file"):
+        open_artifact(tmp_path / "absent.jcz")
