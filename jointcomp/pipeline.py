@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .audit import audit_run
+from .audit import audit_run, count_params
 from .baseline import get_baseline
 from .container import open_artifact, save, write_atomic
 from .data import load_data
@@ -226,7 +226,7 @@ def _run_stages(
         record = {
             "index": spec.index, "name": spec.name, "fingerprint": _stage_fingerprint(spec),
             "seconds": round(seconds, 3), "accuracy": accuracy,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": count_params(model),
             "record": ctx.record,
         }
         if stage.terminal:

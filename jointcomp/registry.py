@@ -25,6 +25,7 @@ class ModuleType:
     cls: type[nn.Module]
     config: ConfigFn
     build: BuildFn
+    parametrization: bool = False  # used through torch.nn.utils.parametrize, not as a submodule
 
 
 MODULE_TYPES: dict[str, ModuleType] = {}
@@ -32,12 +33,17 @@ _BY_CLASS: dict[type, ModuleType] = {}
 
 
 def register_module(
-    name: str, cls: type[nn.Module], config: ConfigFn, build: BuildFn | None = None
+    name: str,
+    cls: type[nn.Module],
+    config: ConfigFn,
+    build: BuildFn | None = None,
+    *,
+    parametrization: bool = False,
 ) -> ModuleType:
     """Allow ``cls`` in files under ``name``. ``build`` defaults to ``cls(**config)``."""
     if name in MODULE_TYPES and MODULE_TYPES[name].cls is not cls:
         raise ValueError(f"module type name {name!r} is already registered")
-    entry = ModuleType(name, cls, config, build or (lambda cfg: cls(**cfg)))
+    entry = ModuleType(name, cls, config, build or (lambda cfg: cls(**cfg)), parametrization)
     MODULE_TYPES[name] = entry
     _BY_CLASS[cls] = entry
     return entry
@@ -55,8 +61,24 @@ def registered_module(name: str) -> Callable[[type], type]:
 
 
 def module_type_of(module: nn.Module) -> ModuleType | None:
-    """The registered entry for ``module``'s exact class, or None."""
-    return _BY_CLASS.get(type(module))
+    """The registered entry for ``module``'s exact class (for a module with parametrized tensors,
+    the class it was before torch's parametrize subclassed it), or None."""
+    cls = type(module)
+    if getattr(cls, "__module__", "") == "torch.nn.utils.parametrize" and cls.__bases__:
+        cls = cls.__bases__[0]
+    return _BY_CLASS.get(cls)
+
+
+def load_module_types() -> None:
+    """Import every module that registers types, so files can name them."""
+    import importlib
+
+    for name in ("jointcomp.nn", "jointcomp.nn.quantized"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a partial install without the layer package
+            if exc.name != name:
+                raise
 
 
 def _pair(v: Any) -> Any:

@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from jointcomp.container import open_artifact, save
+from jointcomp.container import TensorChoice, open_artifact, save
 from jointcomp.container.framing import PREFIX_SIZE, pack, unpack
 from jointcomp.errors import FormatError, ModelError
 from jointcomp.models import build_model
@@ -182,3 +182,43 @@ def test_header_is_deflated_json_with_crc() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="no such file"):
         open_artifact(tmp_path / "absent.jcz")
+
+
+def test_quantized_and_codebook_tensors_round_trip(tmp_path: Path) -> None:
+    from jointcomp.nn.quantized import Codebook, IntQuantized, attach, quantized_tensors
+
+    torch.manual_seed(0)
+    model = _pruned("zoo:lenet5", {}, (1, 28, 28))
+    w = model.conv2.weight.detach()
+    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 7
+    ints = torch.clamp(torch.round(w / scale), -8, 7)
+    attach(model.conv2, "weight", IntQuantized.from_ints(ints, scale, bits=4, axis=0))
+    idx = torch.randint(0, 16, model.fc1.weight.shape)
+    attach(model.fc1, "weight", Codebook.from_assignment(idx, torch.linspace(-0.1, 0.1, 16), 0))
+    assert set(quantized_tensors(model)) == {"conv2.weight", "fc1.weight"}
+    assert torch.equal(model.conv2.weight, ints * scale)
+    assert float(model.fc1.weight.detach()[idx == 0].abs().sum()) == 0.0
+
+    path = tmp_path / "q.jcz"
+    report = save(path, model, "zoo:lenet5", {},
+                  choose=lambda n, t: TensorChoice("plain" if t.is_floating_point() else "auto"))
+    coded = {e["n"]: e for e in report.entries}
+    assert coded["conv2.parametrizations.weight.0.int_repr"]["d"] == "i8"
+    assert coded["conv2.parametrizations.weight.0.int_repr"]["c"] != "plain"
+    assert coded["fc1.parametrizations.weight.0.indices"]["d"] == "u8"
+    art = open_artifact(path)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), art.model(x))
+    assert torch.equal(art.model.conv2.weight, model.conv2.weight)
+    # 4-bit integers cost about half a byte each, not four
+    int_bytes = coded["conv2.parametrizations.weight.0.int_repr"]["b"]
+    assert int_bytes < 0.6 * model.conv2.weight.numel()
+
+
+def test_parametrization_types_are_allow_listed() -> None:
+    header = {"model": {"builder": "zoo:lenet300", "kwargs": {},
+                        "edits": [["fc1", "@parametrize", {"weight": [["Linear", {}]]}]]},
+              "tensors": []}
+    with pytest.raises(FormatError, match="not a parametrization type"):
+        open_artifact(pack(header, []))

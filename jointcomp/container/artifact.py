@@ -62,7 +62,9 @@ class WriteReport:
 def build_reference(builder: str, kwargs: dict[str, Any], trust: bool) -> nn.Module:
     """A fresh module from ``builder`` without disturbing the caller's random state."""
     from ..models import build_model
+    from ..registry import load_module_types
 
+    load_module_types()
     with torch.random.fork_rng(devices=[]):
         return build_model(builder, kwargs, trust=trust)
 

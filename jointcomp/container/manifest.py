@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import FormatError, ModelError
 from ..registry import MODULE_TYPES, module_type_of
 
 _SCALARS = (int, float, bool, str, type(None))
 _SKIP_ATTRS = {"training"}
+PARAMETRIZE = "@parametrize"  # edit type: quantized (parametrized) tensors of the module at path
 _MISSING = object()
 
 
@@ -84,6 +86,51 @@ def _public_attrs(module: nn.Module) -> dict[str, Any]:
     }
 
 
+def _base_class(module: nn.Module) -> type:
+    """The class before torch's parametrize subclassed it."""
+    cls = type(module)
+    return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
+
+
+def parametrization_spec(module: nn.Module, path: str) -> dict[str, list[list[Any]]]:
+    """``{tensor: [[type, config], ...]}`` for the module's parametrized tensors."""
+    if not parametrize.is_parametrized(module):
+        return {}
+    spec: dict[str, list[list[Any]]] = {}
+    for tensor_name, plist in module.parametrizations.items():
+        chain = []
+        for p in plist:
+            entry = module_type_of(p)
+            if entry is None or not entry.parametrization:
+                raise ModelError(
+                    f"{path}.{tensor_name}: parametrization {type(p).__qualname__} is not a "
+                    "registered parametrization type"
+                )
+            chain.append([entry.name, entry.config(p)])
+        spec[tensor_name] = chain
+    return spec
+
+
+def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -> None:
+    """Register the parametrizations of ``spec`` on ``module`` (replacing any it has)."""
+    for tensor_name in list(getattr(module, "parametrizations", {}) or {}):
+        parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)
+    for tensor_name, chain in spec.items():
+        if tensor_name not in module._parameters and tensor_name not in module._buffers:
+            raise FormatError(f"{path}: has no tensor {tensor_name!r} to parametrize")
+        for type_name, config in chain:
+            entry = MODULE_TYPES.get(type_name)
+            if entry is None or not entry.parametrization or not isinstance(config, dict):
+                raise FormatError(f"{path}.{tensor_name}: {type_name!r} is not a parametrization type")
+            try:
+                p = entry.build(config)
+                parametrize.register_parametrization(module, tensor_name, p, unsafe=True)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise FormatError(
+                    f"{path}.{tensor_name}: cannot build {type_name} from {config} ({exc})"
+                ) from None
+
+
 def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: nn.Module) -> Manifest:
     """Describe ``model`` as edits on ``reference`` (a fresh build of ``builder``; it is modified
     in place to mirror the edits). Raises ModelError for a module type that is not registered."""
@@ -108,7 +155,7 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
                 manifest.edits.append([path, entry.name, stored])
                 ref = entry.build(config)
                 ref_root = _set(ref_root, path, ref)
-        elif ref is None or type(ref) is not type(module):
+        elif ref is None or _base_class(ref) is not _base_class(module):
             raise ModelError(
                 f"module {path or '(root)'} of type {type(module).__qualname__} is not a registered "
                 "module type and is not what the model's builder creates there; register it with "
@@ -121,8 +168,12 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
                 manifest.attrs.append([path, diff])
                 for k, v in diff.items():
                     setattr(ref, k, mine[k])
-        ref_children = dict(ref.named_children())
-        my_children = dict(module.named_children())
+        spec = parametrization_spec(module, path)
+        if spec != parametrization_spec(ref, path):
+            manifest.edits.append([path, PARAMETRIZE, spec])
+            apply_parametrizations(ref, spec, path)
+        ref_children = {n: c for n, c in ref.named_children() if n != "parametrizations"}
+        my_children = {n: c for n, c in module.named_children() if n != "parametrizations"}
         missing = set(ref_children) - set(my_children)
         if missing:
             raise ModelError(
@@ -195,8 +246,14 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
     (already decoded, aliases excluded). Raises FormatError on any inconsistency."""
     root = base
     for path, type_name, config in manifest.edits:
+        if type_name == PARAMETRIZE:
+            target = _get(root, path)
+            if target is None:
+                raise FormatError(f"edit at {path!r}: no such module to parametrize")
+            apply_parametrizations(target, config, path)
+            continue
         entry = MODULE_TYPES.get(type_name)
-        if entry is None:
+        if entry is None or entry.parametrization:
             raise FormatError(f"edit at {path!r} names module type {type_name!r}, which is not registered")
         current = _get(root, path)
         if current is not None and module_type_of(current) is entry:
