@@ -241,6 +241,62 @@ def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str 
         out.print(f"reports in {out_dir}")
 
 
+def load_anchor(spec: str) -> dict[str, Any]:
+    """``LABEL=FILE``: FILE is a run's report.json (its final row), a sweep.json (its points) or
+    a JSON list of [bytes, accuracy] pairs."""
+    label, sep, path = spec.partition("=")
+    if not sep or not Path(path).is_file():
+        raise JointcompError(f"--anchor {spec!r}: expected LABEL=FILE with an existing JSON file")
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise JointcompError(f"--anchor {spec!r}: not JSON ({exc})") from None
+    if isinstance(data, dict) and "final" in data:
+        points = [[data["final"]["bytes"], data["final"]["accuracy"]]]
+    elif isinstance(data, dict) and "points" in data:
+        points = [[p["bytes"], p["accuracy"]] for p in data["points"]]
+    elif isinstance(data, list) and all(isinstance(p, list) and len(p) == 2 for p in data):
+        points = data
+    else:
+        raise JointcompError(f"--anchor {spec!r}: expected a report.json, sweep.json or [[bytes, acc]]")
+    return {"label": label, "points": points}
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--vary", "axes", multiple=True, required=True, metavar="KEY.PATH=v1,v2,...",
+              help="a grid axis, e.g. --vary stages.0.prune.ratio=0.3,0.5,0.7 (repeatable)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="an override applied to every point")
+@click.option("--anchor", "anchors", multiple=True, metavar="LABEL=FILE",
+              help="points of another method to plot beside the sweep (report.json, sweep.json)")
+@click.option("--output", "-o", default=None, help="sweep directory (default: runs/NAME-sweep)")
+@click.option("--resume", is_flag=True, help="keep finished points, continue the rest")
+@click.option("--force", is_flag=True, help="rerun every point")
+@click.option("--quiet", "-q", is_flag=True)
+@_friendly
+def sweep(recipe: str, axes: tuple[str, ...], overrides: tuple[str, ...], anchors: tuple[str, ...],
+          output: str | None, resume: bool, force: bool, quiet: bool) -> None:
+    """Run RECIPE over a grid of values and collect accuracy vs bytes with the Pareto front."""
+    from .sweep import parse_axis, run_sweep, sweep_table
+
+    if resume and force:
+        raise click.UsageError("--resume and --force exclude each other")
+    summary = run_sweep(
+        _resolve_recipe(recipe), [parse_axis(a) for a in axes], base_overrides=overrides,
+        output=output, resume=resume, force=force, show_progress=not quiet,
+        console=Console(stderr=True, quiet=quiet), anchors=[load_anchor(a) for a in anchors],
+    )
+    headers, rows = sweep_table(summary)
+    table = Table(title="sweep", title_justify="left")
+    for h in headers:
+        table.add_column(h, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"sweep   {summary['output']}/sweep.md  {summary['output']}/sweep.html")
+
+
 @cli.command("recipes")
 def recipes_cmd() -> None:
     """List the bundled recipes."""

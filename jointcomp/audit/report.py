@@ -3,9 +3,7 @@ report.html with embedded plots, plus the short terminal summary."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -75,11 +73,37 @@ def layer_table_rows(report: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "×".join(map(str, v)) if all(isinstance(x, int) for x in v) else ", ".join(map(str, v))
+    return "–" if v is None else str(v)
+
+
+def stage_layer_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) for every stage whose record lists per-layer details."""
+    tables = []
+    for st in report["stages"]:
+        layers = (st.get("record") or {}).get("layers")
+        if isinstance(layers, dict):  # {name: value} records
+            layers = [{"name": k, "value": v} for k, v in layers.items()]
+        if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
+            continue
+        headers = list(dict.fromkeys(k for row in layers for k in row))
+        rows = [[_cell(row.get(h)) for h in headers] for row in layers]
+        tables.append((f"Stage {st['index']}: {st['name']}", headers, rows))
+    return tables
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    def table(headers: list[str], rows: list[list[str]]) -> str:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
+    table = _md_table
 
     fin = report["final"]
     parts = [
@@ -104,34 +128,29 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    for title, headers, rows in stage_layer_tables(report):
+        parts += [f"## {title}", "", table(headers, rows), ""]
     return "\n".join(parts)
 
 
-def _plot_png(report: dict[str, Any]) -> str:
-    """A bar chart of bytes by step (log scale), base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["baseline"] + [f"{s['index']}:{s['name']}" for s in report["stages"]] + ["file"]
-    sizes = [report["baseline"]["bytes"]] + [s["bytes"] for s in report["stages"]] + [
-        report["final"]["bytes"]
+def _points(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """This run's baseline, stages and file, plus any anchors, for the accuracy-vs-size plot."""
+    steps = [(report["baseline"]["bytes"], report["baseline"]["accuracy"])]
+    steps += [(s["bytes"], s["accuracy"]) for s in report["stages"] if s.get("accuracy") is not None]
+    series = [
+        {"label": "this run: baseline and stages", "points": steps, "marker": "o"},
+        {"label": "this run: model.jcz", "marker": "*", "size": 160,
+         "points": [(report["final"]["bytes"], report["final"]["accuracy"])]},
     ]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.bar(labels, sizes, color="#4c72b0")
-    ax.set_yscale("log")
-    ax.set_ylabel("bytes")
-    ax.set_title("Size by step")
-    ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    for anchor in report.get("anchors", []):
+        series.append({"label": anchor["label"], "marker": anchor.get("marker", "s"),
+                       "points": [tuple(p) for p in anchor["points"]]})
+    return series
 
 
 def render_html(report: dict[str, Any]) -> str:
+    from .plots import accuracy_vs_size, bytes_by_layer, size_waterfall
+
     def table(headers: list[str], rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         body = "".join(
@@ -139,18 +158,29 @@ def render_html(report: dict[str, Any]) -> str:
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    md_intro = render_markdown(report).split("\n")[2]
+    def img(ident: str, alt: str, data: str) -> str:
+        return f'<img id="{ident}" class="plot" alt="{alt}" src="data:image/png;base64,{data}">'
+
+    intro = render_markdown(report).split("\n")[2].replace("`", "")
+    stage_tables = "".join(
+        f"<h2>{html.escape(title)}</h2>{table(headers, rows)}"
+        for title, headers, rows in stage_layer_tables(report)
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>jointcomp report: {html.escape(report['name'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;
-margin:1em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;
+margin:1em 0;font-size:90%}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}.plot{{display:block;margin:1em 0}}</style>
+</head><body>
 <h1>jointcomp report: {html.escape(report['name'])}</h1>
-<p>{html.escape(md_intro.replace('`', ''))}</p>
+<p>{html.escape(intro)}</p>
 {table(HEADERS, summary_rows(report))}
-<img id="size-by-step" alt="size by step" src="data:image/png;base64,{_plot_png(report)}">
+{img("size-by-step", "size by step", size_waterfall(report))}
+{img("accuracy-vs-size", "accuracy vs size", accuracy_vs_size(_points(report)))}
 <h2>Per layer (final file)</h2>
+{img("bytes-by-layer", "bytes by layer", bytes_by_layer(report))}
 {table(LAYER_HEADERS, layer_table_rows(report))}
+{stage_tables}
 </body></html>
 """
 
