@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from ..container import Artifact
+from ..nn.quantized import quantized_tensors
+from ..registry import module_type_of
+from .measure import logical_tensors
 
 
-def _entropy_bits(values: np.ndarray) -> float:
+def entropy_bits(values: np.ndarray) -> float:
     """Empirical zeroth-order entropy H0 in bits per symbol."""
     if values.size == 0:
         return 0.0
@@ -20,74 +21,72 @@ def _entropy_bits(values: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def _layer_of(name: str) -> tuple[str, str]:
+    """(layer path, tensor name) of a state-dict entry; a parametrization's internals belong to
+    the layer whose tensor they parametrize (``conv.parametrizations.weight.0.int_repr`` →
+    ``conv``, ``weight``)."""
+    if ".parametrizations." in f".{name}":
+        head, _, rest = f".{name}".partition(".parametrizations.")
+        return head[1:], rest.split(".")[0]
+    owner, _, tensor = name.rpartition(".")
+    return owner, tensor
+
+
+def _payload_bound(tensor: Any, codec: str) -> float | None:
+    """H0 bound in bytes for what a coder sees: integer values, or (sparse floats) the
+    positions' entropy plus the nonzero values at full width; None for plain floats."""
+    flat = tensor.reshape(-1).cpu().numpy()
+    if not tensor.is_floating_point():
+        return entropy_bits(flat) * flat.size / 8
+    if codec == "sparse":
+        mask = flat != 0
+        return entropy_bits(mask) * flat.size / 8 + int(mask.sum()) * flat.itemsize
+    return None
+
+
 def layer_rows(artifact: Artifact) -> list[dict[str, Any]]:
-    """One row per module that owns stored tensors: type, weight shape, params, file bytes,
-    codecs, bits per element, and the zeroth-order entropy bound of its integer tensors."""
-    modules = dict(artifact.model.named_modules())
-    state = artifact.model.state_dict()
+    """One row per layer with stored tensors: type, weight shape, logical params, density, bytes
+    in the file, codecs, bits per parameter, and the H0 bound of its coded payloads."""
+    model = artifact.model
+    modules = dict(model.named_modules())
+    state = model.state_dict()
+    quantized = quantized_tensors(model)
+    logical = logical_tensors(model)
     rows: dict[str, dict[str, Any]] = {}
     for entry in artifact.entries:
-        name = entry["n"]
-        owner, _, tensor_name = name.rpartition(".")
-        module = modules.get(owner, artifact.model)
-        row = rows.setdefault(
-            owner,
-            {
-                "name": owner or "(root)",
-                "type": type(module).__name__,
-                "shape": None,
-                "params": 0,
-                "elements": 0,
-                "bytes": 0,
-                "codecs": [],
-                "entropy_bytes": 0.0,
-                "density": None,
-            },
-        )
-        n = math.prod(entry["s"])
-        row["elements"] += n
+        layer, _ = _layer_of(entry["n"])
+        module = modules.get(layer, model)
+        row = rows.get(layer)
+        if row is None:
+            kinds = {type(p).__name__ for n, p in quantized.items() if _layer_of(n)[0] == layer}
+            entry_type = module_type_of(module)
+            row = rows[layer] = {
+                "name": layer or "(root)",
+                "type": (entry_type.name if entry_type else type(module).__name__)
+                + (f"+{'+'.join(sorted(kinds))}" if kinds else ""),
+                "shape": None, "params": 0, "density": None, "bytes": 0, "codecs": [],
+                "entropy_bytes": None,
+            }
+            prefix = f"{layer}." if layer else ""
+            own = {n[len(prefix):]: t for n, (t, is_param) in logical.items()
+                   if is_param and n.startswith(prefix) and "." not in n[len(prefix):]}
+            row["params"] = sum(t.numel() for t in own.values())
+            weight = own.get("weight", next(iter(own.values()), None))
+            if weight is not None:
+                row["shape"] = list(weight.shape)
+                row["density"] = round(float((weight != 0).float().mean()), 4) if weight.numel() else None
         row["bytes"] += entry["b"]
         if entry["c"] not in row["codecs"]:
             row["codecs"].append(entry["c"])
-        tensor = state.get(name)
-        is_param = isinstance(module, nn.Module) and tensor_name in module._parameters
-        if is_param:
-            row["params"] += n
-        if tensor_name == "weight" or (row["shape"] is None and is_param):
-            row["shape"] = list(entry["s"])
-            if tensor is not None and tensor.numel():
-                row["density"] = round(float((tensor != 0).float().mean()), 4)
-        if tensor is not None and not tensor.is_floating_point():
-            row["entropy_bytes"] += _entropy_bits(tensor.reshape(-1).cpu().numpy()) * n / 8
-        elif tensor is not None and entry["c"] == "sparse":
-            mask = (tensor != 0).reshape(-1).cpu().numpy()
-            row["entropy_bytes"] += _entropy_bits(mask) * n / 8
+        tensor = state.get(entry["n"])
+        bound = None if tensor is None else _payload_bound(tensor, entry["c"])
+        if bound is not None:
+            row["entropy_bytes"] = (row["entropy_bytes"] or 0.0) + bound
     out = []
     for row in rows.values():
-        row["bits_per_element"] = round(8 * row["bytes"] / max(1, row["elements"]), 3)
-        row["entropy_bytes"] = round(row["entropy_bytes"], 1)
+        row["bits_per_element"] = round(8 * row["bytes"] / max(1, row["params"]), 3)
+        if row["entropy_bytes"] is not None:
+            row["entropy_bytes"] = round(row["entropy_bytes"], 1)
         out.append(row)
     return out
-
-
-def dense_layer_rows(model: nn.Module) -> list[dict[str, Any]]:
-    """Per-layer rows of an in-memory model at fp32 dense cost (for stage checkpoints)."""
-    rows = []
-    for name, module in model.named_modules():
-        params = list(module.named_parameters(recurse=False))
-        if not params:
-            continue
-        weight = dict(params).get("weight", params[0][1])
-        n = sum(p.numel() for _, p in params)
-        rows.append(
-            {
-                "name": name or "(root)",
-                "type": type(module).__name__,
-                "shape": list(weight.shape),
-                "params": n,
-                "bytes": 4 * n,
-                "density": round(float((weight != 0).float().mean()), 4),
-            }
-        )
-    return rows
 

@@ -57,7 +57,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "top-1"]
-LAYER_HEADERS = ["layer", "type", "shape", "params", "density", "bytes", "bits/elem", "H0 bytes",
+LAYER_HEADERS = ["layer", "type", "shape", "params", "density", "bytes", "bits/param", "H0 bytes",
                  "codecs"]
 
 
@@ -66,7 +66,8 @@ def layer_table_rows(report: dict[str, Any]) -> list[list[str]]:
         [
             r["name"], r["type"], "×".join(map(str, r["shape"] or [])), _fmt_int(r["params"]),
             "–" if r.get("density") is None else f"{r['density']:.3f}", _fmt_int(r["bytes"]),
-            f"{r.get('bits_per_element', 0):.2f}", f"{r.get('entropy_bytes', 0):,.0f}",
+            f"{r.get('bits_per_element', 0):.2f}",
+            "–" if r.get("entropy_bytes") is None else f"{r['entropy_bytes']:,.0f}",
             ",".join(r.get("codecs", [])),
         ]
         for r in report["layers"]
