@@ -3,7 +3,9 @@
 A model is described relative to what its builder makes: the builder reference, then the
 *structural edits* — registered module types (with JSON constructor arguments) that replace what
 the builder put at a path, and scalar attributes that differ — then every tensor of the state
-dict, with tied tensors (one Parameter used at several names) stored once.
+dict, with tied tensors (one Parameter used at several names) stored once. A module object that
+appears at several paths (a T-Basis layer's shared basis) is described once, at its first path,
+and rebuilt as one object at all of them (``shared``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Manifest:
     edits: list[list[Any]] = field(default_factory=list)  # [path, type name, config]
     attrs: list[list[Any]] = field(default_factory=list)  # [path, {attr: value}]
     ties: dict[str, str] = field(default_factory=dict)  # alias name -> stored name
+    shared: dict[str, str] = field(default_factory=dict)  # alias module path -> first path
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"builder": self.builder, "kwargs": self.kwargs}
@@ -42,6 +45,8 @@ class Manifest:
             out["attrs"] = self.attrs
         if self.ties:
             out["ties"] = self.ties
+        if self.shared:
+            out["shared"] = self.shared
         return out
 
 
@@ -136,9 +141,17 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
     in place to mirror the edits). Raises ModelError for a module type that is not registered."""
     manifest = Manifest(builder=builder, kwargs=dict(kwargs))
     ref_root = reference
+    first_path: dict[int, str] = {}  # id(module) -> the path it was described at
 
     def walk(path: str, module: nn.Module) -> None:
         nonlocal ref_root
+        if id(module) in first_path:
+            # the same object again: rebuilt as one object, so training and quantizing it
+            # once reaches every path (its tensors become ties below)
+            manifest.shared[path] = first_path[id(module)]
+            ref_root = _set(ref_root, path, _get(ref_root, first_path[id(module)]))
+            return
+        first_path[id(module)] = path
         ref = _get(ref_root, path)
         entry = module_type_of(module)
         if entry is not None:
@@ -172,8 +185,9 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
         if spec != parametrization_spec(ref, path):
             manifest.edits.append([path, PARAMETRIZE, spec])
             apply_parametrizations(ref, spec, path)
-        ref_children = {n: c for n, c in ref.named_children() if n != "parametrizations"}
-        my_children = {n: c for n, c in module.named_children() if n != "parametrizations"}
+        # _modules, not named_children(): the latter hides a child object met twice
+        ref_children = _children(ref)
+        my_children = _children(module)
         missing = set(ref_children) - set(my_children)
         if missing:
             raise ModelError(
@@ -203,6 +217,12 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
     return manifest
 
 
+def _children(module: nn.Module) -> dict[str, nn.Module]:
+    return {
+        n: c for n, c in module._modules.items() if c is not None and n != "parametrizations"
+    }
+
+
 def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Tensor]:
     """The state dict minus tied aliases, detached, in state-dict order."""
     return {
@@ -223,6 +243,7 @@ def manifest_from_json(data: Any) -> Manifest:
     edits = data.get("edits", [])
     attrs = data.get("attrs", [])
     ties = data.get("ties", {})
+    shared = data.get("shared", {})
     if not isinstance(edits, list) or not all(
         isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and isinstance(e[1], str)
         and isinstance(e[2], dict)
@@ -238,7 +259,11 @@ def manifest_from_json(data: Any) -> Manifest:
         isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
     ):
         raise FormatError("header: malformed tensor ties")
-    return Manifest(builder, kwargs, edits, attrs, ties)
+    if not isinstance(shared, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
+    ):
+        raise FormatError("header: malformed shared modules")
+    return Manifest(builder, kwargs, edits, attrs, ties, shared)
 
 
 def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
@@ -276,6 +301,13 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
                 raise FormatError(f"attribute edit at {path!r}: {key!r} is not an editable attribute")
             old = getattr(module, key)
             setattr(module, key, tuple(value) if isinstance(old, tuple) else value)
+    for alias, first in manifest.shared.items():
+        module = _get(root, first)
+        if module is None or alias == first or alias.startswith(f"{first}."):
+            raise FormatError(f"shared module {alias!r} -> {first!r}: no such module to share")
+        if _get(root, alias.rpartition(".")[0]) is None:
+            raise FormatError(f"shared module {alias!r}: parent module does not exist")
+        root = _set(root, alias, module)
     expected = root.state_dict(keep_vars=True)
     stored_names = [n for n in expected if n not in manifest.ties]
     if set(stored_names) != set(tensors) or any(t not in expected for t in manifest.ties):
@@ -301,6 +333,15 @@ def _assign(root: nn.Module, name: str, value: torch.Tensor, old: torch.Tensor, 
     owner = _get(root, owner_path)
     if owner is None:
         raise FormatError(f"tensor {name!r}: no module at {owner_path!r}")
+    if old.dtype != value.dtype:
+        raise FormatError(f"tensor {name!r}: stored dtype {value.dtype} differs from the module's {old.dtype}")
+    if module_type_of(owner) is not None and old.shape != value.shape:
+        # a registered module's constructor fixes its tensors' shapes; only tensors of plain
+        # containers (e.g. a pruned ViT's position embedding) may differ from the build
+        raise FormatError(
+            f"tensor {name!r}: shape {list(value.shape)} does not fit its module "
+            f"({list(old.shape)})"
+        )
     if attr in owner._parameters:
         if share:
             owner._parameters[attr] = value  # the same Parameter object: training keeps them tied
@@ -311,5 +352,3 @@ def _assign(root: nn.Module, name: str, value: torch.Tensor, old: torch.Tensor, 
         owner._buffers[attr] = value
     else:
         raise FormatError(f"tensor {name!r} is neither a parameter nor a buffer of its module")
-    if old.dtype != value.dtype:
-        raise FormatError(f"tensor {name!r}: stored dtype {value.dtype} differs from the module's {old.dtype}")

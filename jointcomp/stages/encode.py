@@ -15,7 +15,7 @@ from ..errors import JointcompError
 from ..train import is_main_process
 from .base import Stage, StageContext, StageParams, first_match
 
-CodecName = Literal["auto", "raw", "huffman", "tunstall", "ans", "range", "sparse"]
+CodecName = Literal["auto", "plain", "raw", "huffman", "tunstall", "ans", "range", "sparse"]
 SPARSE_FLOAT_THRESHOLD = 0.5  # zero fraction above which a float tensor's positions are coded
 
 
@@ -41,6 +41,8 @@ class EncodeStage(Stage):
     def choose(self, name: str, tensor: torch.Tensor, sparse: set[str]) -> TensorChoice:
         p: EncodeParams = self.params  # type: ignore[assignment]
         codec = first_match(name, p.layers) or p.codec
+        if codec == "plain":  # no coding at all: every tensor's own bytes
+            return TensorChoice("plain", {}, p.float_storage if tensor.dtype == torch.float32 else None)
         if tensor.is_floating_point():
             storage = p.float_storage if tensor.dtype == torch.float32 else None
             zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
@@ -48,7 +50,8 @@ class EncodeStage(Stage):
                 # positions entropy-coded, values kept as exact bit patterns
                 return TensorChoice("sparse", {"value_codecs": ("raw",)}, storage)
             return TensorChoice("plain", {}, storage)
-        return TensorChoice(codec, dict(p.options), None)
+        options = dict(p.options) if codec != "auto" else {}
+        return TensorChoice(codec, options, None)
 
     def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
         p: EncodeParams = self.params  # type: ignore[assignment]

@@ -1,0 +1,138 @@
+"""Fuzzing a real .jcz: every single-byte flip and every truncation is a FormatError; payload
+corruption behind valid checksums (a crafted file) is a FormatError or a clean load, never another
+exception and never a hang."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from jointcomp.container import TensorChoice, open_artifact, save
+from jointcomp.container.framing import PREFIX_SIZE, pack
+from jointcomp.errors import FormatError
+from jointcomp.models import build_model
+from jointcomp.nn.quantized import Codebook, IntQuantized, attach
+
+CODERS = ["ans", "huffman", "tunstall", "range", "raw", "sparse", "auto"]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A small_cnn with 4-bit weights, one codebook layer and a sparse layer, each int tensor
+    coded by a different coder."""
+    torch.manual_seed(0)
+    model = build_model("zoo:small_cnn", {"widths": [8, 8, 8]}).eval()
+    for i, block in enumerate((model.block1, model.block2, model.block3)):
+        w = block[0].weight.detach()
+        if i == 2:
+            w = torch.where(w.abs() > w.abs().quantile(0.8), w, torch.zeros_like(w))
+        scale = w.abs().amax() / 7
+        attach(block[0], "weight", IntQuantized.from_ints(torch.round(w / scale), scale, bits=4))
+    idx = torch.randint(0, 8, model.fc.weight.shape)
+    attach(model.fc, "weight", Codebook.from_assignment(idx, torch.linspace(-1, 1, 8)))
+    choices = iter(CODERS * 10)
+
+    def choose(name: str, t: torch.Tensor) -> TensorChoice:
+        return TensorChoice("plain") if t.is_floating_point() else TensorChoice(next(choices))
+
+    path = tmp_path_factory.mktemp("fuzz") / "m.jcz"
+    report = save(path, model, "zoo:small_cnn", {"widths": [8, 8, 8]}, choose=choose)
+    assert len({e["c"] for e in report.entries}) >= 5  # several decoders are exercised
+    return path.read_bytes()
+
+
+class _Hang(Exception):
+    pass
+
+
+def _open_within(data: bytes, seconds: int = 10):
+    def alarm(*_):
+        raise _Hang
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return open_artifact(data)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_valid_image_opens(image: bytes) -> None:
+    assert open_artifact(image).model(torch.randn(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_every_single_byte_flip(image: bytes) -> None:
+    for pos in range(len(image)):
+        corrupted = bytearray(image)
+        corrupted[pos] ^= 0xFF
+        with pytest.raises(FormatError):
+            open_artifact(bytes(corrupted))
+
+
+def test_every_truncation(image: bytes) -> None:
+    for n in range(len(image)):
+        with pytest.raises(FormatError):
+            open_artifact(image[:n])
+
+
+def _parts(image: bytes) -> tuple[dict, bytes]:
+    _, _, _, h_len, _ = struct.unpack_from("<8sHHII", image, 0)
+    header = json.loads(zlib.decompress(image[PREFIX_SIZE : PREFIX_SIZE + h_len]))
+    return header, image[PREFIX_SIZE + h_len : -32]
+
+
+def _reseal(header: dict, payload: bytes) -> bytes:
+    """Recompute every payload CRC and the file's checksums, as a malicious writer would."""
+    offset = 0
+    for entry in header["tensors"]:
+        entry["k"] = zlib.crc32(payload[offset : offset + entry["b"]])
+        offset += entry["b"]
+    return pack(header, [payload])
+
+
+def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
+    header, payload = _parts(image)
+    rng = random.Random(0)
+    coded = [(e, sum(x["b"] for x in header["tensors"][:i]))
+             for i, e in enumerate(header["tensors"]) if e["c"] != "plain" and e["b"]]
+    outcomes = {"format_error": 0, "loaded": 0}
+    for _ in range(400):
+        entry, start = rng.choice(coded)
+        mutated = bytearray(payload)
+        pos = start + rng.randrange(entry["b"])
+        mutated[pos] = rng.choice([mutated[pos] ^ (1 << rng.randrange(8)), 0, 0xFF, rng.randrange(256)])
+        try:
+            _open_within(_reseal(json.loads(json.dumps(header)), bytes(mutated)))
+            outcomes["loaded"] += 1
+        except FormatError:
+            outcomes["format_error"] += 1
+    assert outcomes["format_error"] > 0
+    assert sum(outcomes.values()) == 400
+
+
+def test_resealed_header_lies_are_format_errors(image: bytes) -> None:
+    header, payload = _parts(image)
+    rng = random.Random(1)
+    mutations = [
+        lambda e: e.__setitem__("s", [d + 1 for d in e["s"]]),
+        lambda e: e.__setitem__("s", e["s"][:-1] or [2]),
+        lambda e: e.__setitem__("d", "i32" if e["d"] != "i32" else "i8"),
+        lambda e: e.__setitem__("c", rng.choice(["ans", "huffman", "tunstall", "range", "raw"])),
+        lambda e: e.__setitem__("p", {"min": 10**12, "bits": 64}),
+    ]
+    for i in range(60):
+        h = json.loads(json.dumps(header))
+        entry = rng.choice([e for e in h["tensors"] if e["b"]])
+        mutations[i % len(mutations)](entry)
+        try:
+            _open_within(_reseal(h, payload))
+        except FormatError:
+            continue
