@@ -39,8 +39,14 @@ def open_file(path: str, *, trust: bool = False) -> Artifact:
     return open_artifact(path, trust=trust)
 
 
-def run(recipe: str | Recipe, *, overrides: tuple[str, ...] = (), resume: bool = False,
-        force: bool = False, show_progress: bool = True) -> RunResult:
+def run(
+    recipe: str | Recipe,
+    *,
+    overrides: tuple[str, ...] = (),
+    resume: bool = False,
+    force: bool = False,
+    show_progress: bool = True,
+) -> RunResult:
     """Run a recipe (a path or a validated Recipe) end to end."""
     from .pipeline import run as _run
     from .recipe import Recipe, load_recipe

@@ -89,9 +89,14 @@ def get_baseline(
         return model.to(device).eval(), {"source": "cache", "key": key, "path": str(path)}
     log(f"baseline: training {recipe.model.builder} for {recipe.train.epochs} epoch(s)")
     result = fit(
-        model, data.train, recipe.train.model_copy(update={"distill": None}),
-        batch_size=recipe.data.batch_size, seed=recipe.seed, device=device,
-        progress=progress, description="baseline",
+        model,
+        data.train,
+        recipe.train.model_copy(update={"distill": None}),
+        batch_size=recipe.data.batch_size,
+        seed=recipe.seed,
+        device=device,
+        progress=progress,
+        description="baseline",
     )
     model.eval()
     if is_main_process():
@@ -99,5 +104,9 @@ def get_baseline(
         write_atomic(path, save(state, metadata={"key": key, "builder": recipe.model.builder}))
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-    return model, {"source": "trained", "key": key, "path": str(path),
-                   "train_seconds": round(result.seconds, 2)}
+    return model, {
+        "source": "trained",
+        "key": key,
+        "path": str(path),
+        "train_seconds": round(result.seconds, 2),
+    }

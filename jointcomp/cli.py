@@ -31,8 +31,9 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except JointcompError as exc:
             message = str(exc)
-            err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False,
-                      soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
+            )
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted; continue with: jointcomp run RECIPE --resume")
@@ -69,15 +70,26 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("recipe")
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-              help="override a recipe key, e.g. --set stages.0.prune.ratio=0.3 (repeatable)")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="override a recipe key, e.g. --set stages.0.prune.ratio=0.3 (repeatable)",
+)
 @click.option("--resume", is_flag=True, help="continue after the last finished stage")
 @click.option("--force", is_flag=True, help="replace an existing output directory")
 @click.option("--output", "-o", default=None, help="output directory (default: runs/NAME)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 @_friendly
-def run(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool, output: str | None,
-        quiet: bool) -> None:
+def run(
+    recipe: str,
+    overrides: tuple[str, ...],
+    resume: bool,
+    force: bool,
+    output: str | None,
+    quiet: bool,
+) -> None:
     """Run RECIPE: train or load the baseline, run the stages, write the file and the reports."""
     from .audit.report import HEADERS, summary_rows
     from .pipeline import run as run_pipeline
@@ -87,8 +99,13 @@ def run(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool, outp
         raise click.UsageError("--resume and --force exclude each other")
     extra = (*overrides, f"output={output}") if output else overrides
     parsed = load_recipe(_resolve_recipe(recipe), extra)
-    result = run_pipeline(parsed, resume=resume, force=force, show_progress=not quiet,
-                          console=Console(stderr=True, quiet=quiet))
+    result = run_pipeline(
+        parsed,
+        resume=resume,
+        force=force,
+        show_progress=not quiet,
+        console=Console(stderr=True, quiet=quiet),
+    )
     if not result.report:
         return
     table = Table(title=f"jointcomp: {parsed.name}", title_justify="left")
@@ -116,8 +133,10 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 
     parsed = load_recipe(_resolve_recipe(recipe), overrides)
     names = " → ".join(s.name for s in planned_stages(parsed))
-    out.print(f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
-              f"stages: {names}; output: {output_dir(parsed)}")
+    out.print(
+        f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
+        f"stages: {names}; output: {output_dir(parsed)}"
+    )
 
 
 def _entropy_bits(values: Any) -> float:
@@ -148,26 +167,43 @@ def inspect(file: str, as_json: bool) -> None:
         n = math.prod(e["s"])
         t = tensors[e["n"]]
         h0 = None if t.is_floating_point() else _entropy_bits(t.reshape(-1).numpy())
-        rows.append({
-            "name": e["n"], "shape": e["s"], "dtype": e["d"], "storage": e.get("st", e["d"]),
-            "codec": e["c"], "bytes": e["b"], "bits_per_element": 8 * e["b"] / max(1, n),
-            "entropy_bits": h0,
-            "entropy_bytes": None if h0 is None else h0 * n / 8,
-        })
+        rows.append(
+            {
+                "name": e["n"],
+                "shape": e["s"],
+                "dtype": e["d"],
+                "storage": e.get("st", e["d"]),
+                "codec": e["c"],
+                "bytes": e["b"],
+                "bits_per_element": 8 * e["b"] / max(1, n),
+                "entropy_bits": h0,
+                "entropy_bytes": None if h0 is None else h0 * n / 8,
+            }
+        )
     summary = {
-        "file": file, "bytes": frame.file_bytes, "header_bytes": frame.header_bytes,
+        "file": file,
+        "bytes": frame.file_bytes,
+        "header_bytes": frame.header_bytes,
         "payload_bytes": frame.file_bytes - frame.header_bytes,
-        "builder": manifest.builder, "kwargs": manifest.kwargs,
-        "edits": len(manifest.edits), "ties": len(manifest.ties), "meta": meta, "tensors": rows,
+        "builder": manifest.builder,
+        "kwargs": manifest.kwargs,
+        "edits": len(manifest.edits),
+        "ties": len(manifest.ties),
+        "meta": meta,
+        "tensors": rows,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    out.print(f"[bold]{file}[/]: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
-              f"{summary['payload_bytes']:,} payload "
-              f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)")
-    out.print(f"model: {manifest.builder} {json.dumps(manifest.kwargs)}; "
-              f"{len(manifest.edits)} structural edit(s), {len(manifest.ties)} tied tensor(s)")
+    out.print(
+        f"[bold]{file}[/]: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
+        f"{summary['payload_bytes']:,} payload "
+        f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
+    )
+    out.print(
+        f"model: {manifest.builder} {json.dumps(manifest.kwargs)}; "
+        f"{len(manifest.edits)} structural edit(s), {len(manifest.ties)} tied tensor(s)"
+    )
     for path, type_name, config in manifest.edits:
         out.print(f"  edit {path or '(root)'} → {type_name}({json.dumps(config)})", highlight=False)
     table = Table()
@@ -175,9 +211,12 @@ def inspect(file: str, as_json: bool) -> None:
         table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
     for r in rows:
         table.add_row(
-            r["name"], "×".join(map(str, r["shape"])) or "scalar",
+            r["name"],
+            "×".join(map(str, r["shape"])) or "scalar",
             r["dtype"] if r["storage"] == r["dtype"] else f"{r['dtype']} as {r['storage']}",
-            r["codec"], f"{r['bytes']:,}", f"{r['bits_per_element']:.2f}",
+            r["codec"],
+            f"{r['bytes']:,}",
+            f"{r['bits_per_element']:.2f}",
             "–" if r["entropy_bytes"] is None else f"{max(0.0, r['entropy_bytes']):,.0f}",
         )
     out.print(table)
@@ -185,8 +224,13 @@ def inspect(file: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--to", "target", required=True, type=click.Path(dir_okay=False),
-              help="output .safetensors path")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="output .safetensors path",
+)
 @click.option("--trust", is_flag=True, help="allow a builder outside the allow-list")
 @_friendly
 def decode(file: str, target: str, trust: bool) -> None:
@@ -196,9 +240,13 @@ def decode(file: str, target: str, trust: bool) -> None:
     from .container import open_artifact, write_atomic
 
     artifact = open_artifact(file, trust=trust)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in artifact.model.state_dict().items()}
-    write_atomic(target, save(state, metadata={"source": Path(file).name,
-                                                "builder": artifact.manifest.builder}))
+    state = {
+        k: v.detach().cpu().contiguous().clone() for k, v in artifact.model.state_dict().items()
+    }
+    write_atomic(
+        target,
+        save(state, metadata={"source": Path(file).name, "builder": artifact.manifest.builder}),
+    )
     out.print(f"wrote {target}: {len(state)} tensors")
 
 
@@ -218,10 +266,19 @@ def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str 
     from .recipe import load_recipe
 
     recipe = load_recipe(_resolve_recipe(recipe_path), overrides)
-    data = load_data(recipe.data.dataset, recipe.data.root, recipe.data.val_split,
-                     recipe.data.seed, recipe.data.limit)
-    kwargs = {**data_kwargs(recipe.model.builder, recipe.model.input_shape or data.input_shape,
-                            data.num_classes), **recipe.model.kwargs}
+    data = load_data(
+        recipe.data.dataset,
+        recipe.data.root,
+        recipe.data.val_split,
+        recipe.data.seed,
+        recipe.data.limit,
+    )
+    kwargs = {
+        **data_kwargs(
+            recipe.model.builder, recipe.model.input_shape or data.input_shape, data.num_classes
+        ),
+        **recipe.model.kwargs,
+    }
     baseline = None
     cached = (cache_dir() / f"{baseline_key(recipe, kwargs)}.safetensors").is_file()
     if recipe.model.weights != "train" or cached:
@@ -258,34 +315,66 @@ def load_anchor(spec: str) -> dict[str, Any]:
     elif isinstance(data, list) and all(isinstance(p, list) and len(p) == 2 for p in data):
         points = data
     else:
-        raise JointcompError(f"--anchor {spec!r}: expected a report.json, sweep.json or [[bytes, acc]]")
+        raise JointcompError(
+            f"--anchor {spec!r}: expected a report.json, sweep.json or [[bytes, acc]]"
+        )
     return {"label": label, "points": points}
 
 
 @cli.command()
 @click.argument("recipe")
-@click.option("--vary", "axes", multiple=True, required=True, metavar="KEY.PATH=v1,v2,...",
-              help="a grid axis, e.g. --vary stages.0.prune.ratio=0.3,0.5,0.7 (repeatable)")
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-              help="an override applied to every point")
-@click.option("--anchor", "anchors", multiple=True, metavar="LABEL=FILE",
-              help="points of another method to plot beside the sweep (report.json, sweep.json)")
+@click.option(
+    "--vary",
+    "axes",
+    multiple=True,
+    required=True,
+    metavar="KEY.PATH=v1,v2,...",
+    help="a grid axis, e.g. --vary stages.0.prune.ratio=0.3,0.5,0.7 (repeatable)",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="an override applied to every point",
+)
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="LABEL=FILE",
+    help="points of another method to plot beside the sweep (report.json, sweep.json)",
+)
 @click.option("--output", "-o", default=None, help="sweep directory (default: runs/NAME-sweep)")
 @click.option("--resume", is_flag=True, help="keep finished points, continue the rest")
 @click.option("--force", is_flag=True, help="rerun every point")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
-def sweep(recipe: str, axes: tuple[str, ...], overrides: tuple[str, ...], anchors: tuple[str, ...],
-          output: str | None, resume: bool, force: bool, quiet: bool) -> None:
+def sweep(
+    recipe: str,
+    axes: tuple[str, ...],
+    overrides: tuple[str, ...],
+    anchors: tuple[str, ...],
+    output: str | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Run RECIPE over a grid of values and collect accuracy vs bytes with the Pareto front."""
     from .sweep import parse_axis, run_sweep, sweep_table
 
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
     summary = run_sweep(
-        _resolve_recipe(recipe), [parse_axis(a) for a in axes], base_overrides=overrides,
-        output=output, resume=resume, force=force, show_progress=not quiet,
-        console=Console(stderr=True, quiet=quiet), anchors=[load_anchor(a) for a in anchors],
+        _resolve_recipe(recipe),
+        [parse_axis(a) for a in axes],
+        base_overrides=overrides,
+        output=output,
+        resume=resume,
+        force=force,
+        show_progress=not quiet,
+        console=Console(stderr=True, quiet=quiet),
+        anchors=[load_anchor(a) for a in anchors],
     )
     headers, rows = sweep_table(summary)
     table = Table(title="sweep", title_justify="left")

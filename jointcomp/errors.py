@@ -16,7 +16,8 @@ class RecipeError(JointcompError):
 
 
 class FormatError(JointcompError, ValueError):
-    """A .jcz file is malformed, corrupted, truncated or untrusted: the message names the problem."""
+    """A .jcz file is malformed, corrupted, truncated or untrusted; the message names the
+    problem."""
 
     exit_code = 2
 

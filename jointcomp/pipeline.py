@@ -102,7 +102,9 @@ def _prepare_output(out_dir: Path, recipe: Recipe, resume: bool, force: bool) ->
                 )
             return saved
         if resume:
-            raise OutputExistsError(f"{out_dir}: nothing to resume ({STATE_FILE} missing); use --force")
+            raise OutputExistsError(
+                f"{out_dir}: nothing to resume ({STATE_FILE} missing); use --force"
+            )
         if not force:
             raise OutputExistsError(
                 f"{out_dir} already exists; pass --resume to continue it or --force to replace it"
@@ -116,8 +118,11 @@ def _progress(enabled: bool) -> Progress | None:
     if not enabled:
         return None
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
     )
 
 
@@ -149,11 +154,19 @@ def run(
         torch.set_num_threads(recipe.threads)
 
     t0 = time.perf_counter()
-    data = load_data(recipe.data.dataset, recipe.data.root, recipe.data.val_split,
-                     recipe.data.seed, recipe.data.limit, trust=True)
+    data = load_data(
+        recipe.data.dataset,
+        recipe.data.root,
+        recipe.data.val_split,
+        recipe.data.seed,
+        recipe.data.limit,
+        trust=True,
+    )
     input_shape = tuple(recipe.model.input_shape or data.input_shape)
-    kwargs = {**data_kwargs(recipe.model.builder, input_shape, data.num_classes),
-              **recipe.model.kwargs}
+    kwargs = {
+        **data_kwargs(recipe.model.builder, input_shape, data.num_classes),
+        **recipe.model.kwargs,
+    }
     progress = _progress(show_progress and main)
     with progress or _null():
         baseline, baseline_info = get_baseline(
@@ -162,17 +175,33 @@ def run(
         teacher = copy.deepcopy(baseline).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        model, meta, records = _run_stages(
-            recipe, stages, state, baseline, teacher, data, kwargs, device, out_dir,
-            progress, console,
+        model, _meta, records = _run_stages(
+            recipe,
+            stages,
+            state,
+            baseline,
+            teacher,
+            data,
+            kwargs,
+            device,
+            out_dir,
+            progress,
+            console,
         )
     model_path = out_dir / stages[-1].params.filename
     report = None
     if main:
         console.print("[bold]audit[/]: measuring baseline and the file")
         report = audit_run(
-            recipe, data, baseline, baseline_info, records, model_path, out_dir,
-            version=__version__, elapsed=time.perf_counter() - t0,
+            recipe,
+            data,
+            baseline,
+            baseline_info,
+            records,
+            model_path,
+            out_dir,
+            version=__version__,
+            elapsed=time.perf_counter() - t0,
         )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -188,9 +217,17 @@ class _null:
 
 
 def _run_stages(
-    recipe: Recipe, stages: list[StageSpec], state: dict[str, Any], baseline: torch.nn.Module,
-    teacher: torch.nn.Module, data: Any, kwargs: dict[str, Any], device: torch.device,
-    out_dir: Path, progress: Any, console: Console,
+    recipe: Recipe,
+    stages: list[StageSpec],
+    state: dict[str, Any],
+    baseline: torch.nn.Module,
+    teacher: torch.nn.Module,
+    data: Any,
+    kwargs: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    progress: Any,
+    console: Console,
 ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Run (or skip, when resuming) each stage; checkpoint after each."""
     done: list[dict[str, Any]] = state.get("stages", [])
@@ -205,17 +242,28 @@ def _run_stages(
     if done:
         ckpt = open_artifact(out_dir / done[-1]["checkpoint"], trust=True)
         model, meta = ckpt.model.to(device), dict(ckpt.meta)
-        console.print(f"resume: {len(done)} stage(s) done, continuing from {done[-1]['checkpoint']}")
+        console.print(
+            f"resume: {len(done)} stage(s) done, continuing from {done[-1]['checkpoint']}"
+        )
     records = list(done)
-    for spec in stages[len(done):]:
+    for spec in stages[len(done) :]:
         stage = STAGES[spec.name](spec.params)
         seed = recipe.seed * 7919 + 101 * (spec.index + 1)
         torch.manual_seed(seed)
         ctx = StageContext(
-            recipe=recipe, data=data, teacher=teacher, device=device, seed=seed,
-            stage_index=spec.index, stage_name=spec.name, out_dir=out_dir,
-            builder=recipe.model.builder, builder_kwargs=kwargs, meta=meta,
-            progress=progress, console=console,
+            recipe=recipe,
+            data=data,
+            teacher=teacher,
+            device=device,
+            seed=seed,
+            stage_index=spec.index,
+            stage_name=spec.name,
+            out_dir=out_dir,
+            builder=recipe.model.builder,
+            builder_kwargs=kwargs,
+            meta=meta,
+            progress=progress,
+            console=console,
         )
         console.print(f"[bold]stage {spec.index}: {spec.name}[/]")
         start = time.perf_counter()
@@ -224,8 +272,11 @@ def _run_stages(
         accuracy = ctx.evaluate(model)
         ctx.log(f"top-1 {accuracy:.2%} ({seconds:.1f} s)")
         record = {
-            "index": spec.index, "name": spec.name, "fingerprint": _stage_fingerprint(spec),
-            "seconds": round(seconds, 3), "accuracy": accuracy,
+            "index": spec.index,
+            "name": spec.name,
+            "fingerprint": _stage_fingerprint(spec),
+            "seconds": round(seconds, 3),
+            "accuracy": accuracy,
             "params": count_params(model),
             "record": ctx.record,
         }
@@ -242,8 +293,9 @@ def _run_stages(
         if is_main_process():
             write_atomic(
                 out_dir / STATE_FILE,
-                json.dumps({"fingerprint": state["fingerprint"], "stages": records},
-                           indent=1, default=str).encode(),
+                json.dumps(
+                    {"fingerprint": state["fingerprint"], "stages": records}, indent=1, default=str
+                ).encode(),
             )
     return model, meta, records
 

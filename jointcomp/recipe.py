@@ -30,7 +30,9 @@ class ModelSpec(Strict):
 
     builder: str = Field(description="zoo:NAME | torchvision:NAME | pkg.module:callable")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
-    weights: str = Field("train", description="'train' (train and cache a baseline) or a .safetensors path")
+    weights: str = Field(
+        "train", description="'train' (train and cache a baseline) or a .safetensors path"
+    )
     input_shape: list[int] | None = Field(
         None, description="per-sample input shape, e.g. [1, 28, 28]; default: the dataset's"
     )
@@ -53,14 +55,17 @@ class ModelSpec(Strict):
 class DataSpec(Strict):
     """The dataset, its split and its batching."""
 
-    dataset: str = Field(description="digits | fashion-mnist | mnist | cifar10 | pkg.module:callable")
+    dataset: str = Field(
+        description="digits | fashion-mnist | mnist | cifar10 | pkg.module:callable"
+    )
     root: str | None = Field(None, description="directory holding the dataset files")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     val_split: float | Literal["test"] = Field(
-        0.1, description="fraction of the training set held out, or 'test' for the official test set"
+        0.1,
+        description="fraction of the training set held out, or 'test' for the official test set",
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the validation carve")
     limit: int | None = Field(None, ge=1, description="use only the first N training samples")
 
     @field_validator("val_split")
@@ -115,7 +120,7 @@ class FinetuneSpec(Strict):
     max_batches: int | None = Field(None, ge=1)
 
     def merged(self, base: TrainSpec) -> TrainSpec:
-        """``base`` with this spec's set keys applied (``distill: false`` turns distillation off)."""
+        """``base`` with this spec's set keys applied (``distill: false`` turns it off)."""
         data = base.model_dump()
         for key, value in self.model_dump(exclude_none=True).items():
             data[key] = None if (key == "distill" and value is False) else value
@@ -143,10 +148,12 @@ class StageSpec(BaseModel):
 
 
 class Recipe(Strict):
-    """A whole run. ``stages`` holds validated :class:`StageSpec` objects after loading."""
+    """A whole run: the top level of a recipe file."""
 
     name: str | None = Field(None, description="run name; default: the file's stem")
-    seed: int = 0
+    seed: int = Field(
+        0, description="seeds the baseline and every stage (each stage: its own seed)"
+    )
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads for training (default: torch's choice)"
@@ -154,16 +161,16 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
-    stages: list[Any] = Field(default_factory=list)
+    stages: list[Any] = Field(
+        default_factory=list, description="ordered stages, each {name: {params}} (see Stages)"
+    )
     output: str | None = Field(None, description="output directory; default runs/NAME")
     audit: AuditSpec = Field(default_factory=AuditSpec)
 
     @field_validator("device")
     @classmethod
     def _device_form(cls, v: str) -> str:
-        if v not in ("cpu", "cuda", "auto") and not (
-            v.startswith("cuda:") and v[5:].isdigit()
-        ):
+        if v not in ("cpu", "cuda", "auto") and not (v.startswith("cuda:") and v[5:].isdigit()):
             raise ValueError("expected cpu, cuda, cuda:N or auto")
         return v
 
@@ -197,22 +204,16 @@ def _model_at(root: type[BaseModel], path: list[str | int]) -> type[BaseModel] |
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _clean_loc(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str | int]:
-    """Drop pydantic's union-member tags (``'float'``, ``"literal['test']"``) from a location."""
+_UNION_TAGS = {"float", "int", "str", "bool", "list", "dict", "none"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
+    """Drop pydantic's union-member tags (``'float'``, ``"literal['test']"``, ``'DistillSpec'``,
+    ``'function-after[...]'``) from an error location, keeping keys and list indices."""
     out: list[str | int] = []
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or not ("[" in part or part in _UNION_TAGS or part[:1].isupper()):
             out.append(part)
-            continue
-        model = _model_at(root, out)
-        if model is not None and part in model.model_fields:
-            out.append(part)
-        elif model is None and not out:
-            out.append(part)
-        elif model is not None and part not in model.model_fields and not out[-1:] == [part]:
-            # an extra key or a union tag: keep extra keys (identifiers without brackets)
-            if part.isidentifier() and part not in {"float", "int", "str", "bool", "list", "dict"}:
-                out.append(part)
     return out
 
 
@@ -222,7 +223,7 @@ def format_validation_error(
     """One line per offending key: ``path: what is wrong (got X)``, unions merged into one line."""
     grouped: dict[str, list[str]] = {}
     for err in error.errors():
-        loc = _clean_loc(err["loc"], root)
+        loc = _clean_loc(err["loc"])
         path = ".".join(str(p) for p in loc)
         full = f"{prefix}.{path}" if prefix and path else (prefix or path or "(top level)")
         if err["type"] == "extra_forbidden":
@@ -256,7 +257,7 @@ def _validate_stages(raw_stages: list[Any]) -> tuple[list[StageSpec], list[str]]
                 f"(one of: {', '.join(STAGES)}), e.g. '- prune: {{ratio: 0.5}}'"
             )
             continue
-        (name, params), = entry.items()
+        ((name, params),) = entry.items()
         if name not in STAGES:
             errors.append(f"stages.{i}.{name}: unknown stage; allowed: {', '.join(STAGES)}")
             continue
@@ -353,7 +354,5 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def recipe_to_data(recipe: Recipe) -> dict[str, Any]:
     """Plain data of a validated recipe (stages back in their ``{name: params}`` form)."""
     data = recipe.model_dump(exclude={"stages"})
-    data["stages"] = [
-        {s.name: s.params.model_dump(mode="json")} for s in recipe.stages
-    ]
+    data["stages"] = [{s.name: s.params.model_dump(mode="json")} for s in recipe.stages]
     return data

@@ -106,7 +106,11 @@ def _conv_t_config(m: nn.Module) -> dict[str, Any]:
 
 
 def _linear_config(m: nn.Linear) -> dict[str, Any]:
-    return {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
+    return {
+        "in_features": m.in_features,
+        "out_features": m.out_features,
+        "bias": m.bias is not None,
+    }
 
 
 def _bn_config(m: nn.modules.batchnorm._BatchNorm) -> dict[str, Any]:
@@ -129,7 +133,12 @@ def _ln_config(m: nn.LayerNorm) -> dict[str, Any]:
 
 
 def _gn_config(m: nn.GroupNorm) -> dict[str, Any]:
-    return {"num_groups": m.num_groups, "num_channels": m.num_channels, "eps": m.eps, "affine": m.affine}
+    return {
+        "num_groups": m.num_groups,
+        "num_channels": m.num_channels,
+        "eps": m.eps,
+        "affine": m.affine,
+    }
 
 
 def _embedding_config(m: nn.Embedding) -> dict[str, Any]:

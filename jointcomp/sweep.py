@@ -49,7 +49,9 @@ def _split_values(text: str) -> list[str]:
 def parse_axis(text: str) -> Axis:
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
-        raise RecipeError(f"--vary {text!r}: expected KEY.PATH=v1,v2,... e.g. stages.0.prune.ratio=0.3,0.5")
+        raise RecipeError(
+            f"--vary {text!r}: expected KEY.PATH=v1,v2,... e.g. stages.0.prune.ratio=0.3,0.5"
+        )
     parsed = []
     for v in _split_values(values):
         try:
@@ -68,7 +70,10 @@ def _slug(overrides: dict[str, Any]) -> str:
 
 def grid(axes: list[Axis]) -> list[dict[str, Any]]:
     """Every combination of the axes' values, as ``{key: value}`` overrides, in order."""
-    return [dict(zip([a.key for a in axes], combo)) for combo in itertools.product(*(a.values for a in axes))]
+    return [
+        dict(zip([a.key for a in axes], combo))
+        for combo in itertools.product(*(a.values for a in axes))
+    ]
 
 
 def _as_override(key: str, value: Any) -> str:
@@ -103,8 +108,11 @@ def run_sweep(
     recipes = []
     for overrides in points:
         run_dir = out / "points" / _slug(overrides)
-        extra = (*base_overrides, *(_as_override(k, v) for k, v in overrides.items()),
-                 f"output={json.dumps(str(run_dir))}")
+        extra = (
+            *base_overrides,
+            *(_as_override(k, v) for k, v in overrides.items()),
+            f"output={json.dumps(str(run_dir))}",
+        )
         recipes.append((overrides, run_dir, load_recipe(recipe_path, extra)))
     rows = []
     for i, (overrides, run_dir, recipe) in enumerate(recipes, 1):
@@ -116,23 +124,38 @@ def run_sweep(
         else:
             console.print(f"[bold]sweep {i}/{len(recipes)}[/]: {label}")
             partial = (run_dir / "state.json").is_file()
-            report = run(recipe, resume=resume and partial, force=not (resume and partial),
-                         show_progress=show_progress, console=console).report
+            report = run(
+                recipe,
+                resume=resume and partial,
+                force=not (resume and partial),
+                show_progress=show_progress,
+                console=console,
+            ).report
         fin = report["final"]
-        rows.append({
-            "overrides": overrides, "run": str(run_dir), "bytes": fin["bytes"],
-            "compression_ratio": fin["compression_ratio"], "accuracy": fin["accuracy"],
-            "params": fin["params"], "latency_ms": fin.get("latency_ms"),
-            "baseline_bytes": report["baseline"]["bytes"],
-            "baseline_accuracy": report["baseline"]["accuracy"],
-        })
+        rows.append(
+            {
+                "overrides": overrides,
+                "run": str(run_dir),
+                "bytes": fin["bytes"],
+                "compression_ratio": fin["compression_ratio"],
+                "accuracy": fin["accuracy"],
+                "params": fin["params"],
+                "latency_ms": fin.get("latency_ms"),
+                "baseline_bytes": report["baseline"]["bytes"],
+                "baseline_accuracy": report["baseline"]["accuracy"],
+            }
+        )
     from .audit.plots import pareto_front
 
     front = set(pareto_front([(r["bytes"], r["accuracy"]) for r in rows]))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
-    summary = {"recipe": str(recipe_path), "axes": {a.key: list(a.values) for a in axes},
-               "points": rows, "anchors": anchors or []}
+    summary = {
+        "recipe": str(recipe_path),
+        "axes": {a.key: list(a.values) for a in axes},
+        "points": rows,
+        "anchors": anchors or [],
+    }
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / SWEEP_FILE, (json.dumps(summary, indent=2, default=str) + "\n").encode())
     write_atomic(out / "sweep.md", render_sweep_markdown(summary).encode())
@@ -145,8 +168,13 @@ def sweep_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     keys = list(summary["axes"])
     headers = [*keys, "bytes", "× vs fp32", "top-1", "Pareto"]
     rows = [
-        [*(str(r["overrides"][k]) for k in keys), f"{r['bytes']:,}",
-         f"{r['compression_ratio']:.1f}×", f"{100 * r['accuracy']:.2f}%", "★" if r["pareto"] else ""]
+        [
+            *(str(r["overrides"][k]) for k in keys),
+            f"{r['bytes']:,}",
+            f"{r['compression_ratio']:.1f}×",
+            f"{100 * r['accuracy']:.2f}%",
+            "★" if r["pareto"] else "",
+        ]
         for r in summary["points"]
     ]
     return headers, rows
@@ -165,23 +193,40 @@ def render_sweep_html(summary: dict[str, Any]) -> str:
     from .audit.plots import accuracy_vs_size
 
     headers, rows = sweep_table(summary)
-    series = [{"label": "jointcomp", "front": True,
-               "points": [(r["bytes"], r["accuracy"]) for r in summary["points"]]}]
+    series = [
+        {
+            "label": "jointcomp",
+            "front": True,
+            "points": [(r["bytes"], r["accuracy"]) for r in summary["points"]],
+        }
+    ]
     if summary["points"]:
         first = summary["points"][0]
-        series.append({"label": "fp32 baseline", "marker": "D",
-                       "points": [(first["baseline_bytes"], first["baseline_accuracy"])]})
+        series.append(
+            {
+                "label": "fp32 baseline",
+                "marker": "D",
+                "points": [(first["baseline_bytes"], first["baseline_accuracy"])],
+            }
+        )
     for anchor in summary.get("anchors", []):
-        series.append({"label": anchor["label"], "marker": anchor.get("marker", "s"),
-                       "points": [tuple(p) for p in anchor["points"]]})
+        series.append(
+            {
+                "label": anchor["label"],
+                "marker": anchor.get("marker", "s"),
+                "points": [tuple(p) for p in anchor["points"]],
+            }
+        )
     plot = accuracy_vs_size(series, "Sweep: accuracy vs file size")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>jointcomp sweep</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}</style></head><body>
-<h1>jointcomp sweep: {html.escape(summary['recipe'])}</h1>
+<h1>jointcomp sweep: {html.escape(summary["recipe"])}</h1>
 <img id="sweep-plot" alt="accuracy vs size" src="data:image/png;base64,{plot}">
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>

@@ -64,8 +64,7 @@ def _batches(
     loader = DataLoader(
         torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False
     )
-    for x, y in loader:
-        yield x, y
+    yield from loader
 
 
 def steps_per_epoch(dataset: Dataset, batch_size: int, max_batches: int | None = None) -> int:
@@ -78,7 +77,11 @@ def steps_per_epoch(dataset: Dataset, batch_size: int, max_batches: int | None =
 def make_optimizer(params: list[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=True
+            params,
+            lr=spec.lr,
+            momentum=spec.momentum,
+            weight_decay=spec.weight_decay,
+            nesterov=True,
         )
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
@@ -103,8 +106,10 @@ def distillation_loss(
     """Hinton's soft-target loss, scaled by T² so its gradients match the hard loss's scale."""
     t = temperature
     return F.kl_div(
-        F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
-        reduction="batchmean", log_target=True,
+        F.log_softmax(student / t, dim=1),
+        F.log_softmax(teacher / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
     ) * (t * t)
 
 

@@ -7,22 +7,24 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
     not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists(),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)",
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
 )
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Baselines cache into a per-session folder, never the user's ~/.cache."""
     monkeypatch.setenv("JOINTCOMP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 

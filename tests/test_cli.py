@@ -15,8 +15,14 @@ import jointcomp
 from jointcomp.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = ["--set", "train.epochs=2", "--set", "stages.0.prune.finetune.epochs=1",
-         "--set", "audit.min_run_time=0.02"]
+QUICK = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "stages.0.prune.finetune.epochs=1",
+    "--set",
+    "audit.min_run_time=0.02",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +50,16 @@ def test_inspect_lists_tensors(quickstart_run: Path) -> None:
     info = json.loads(as_json.output)
     assert info["bytes"] == (quickstart_run / "model.jcz").stat().st_size
     assert info["header_bytes"] + info["payload_bytes"] == info["bytes"]
-    assert all({"name", "shape", "codec", "bytes", "bits_per_element"} <= set(t) for t in info["tensors"])
+    assert all(
+        {"name", "shape", "codec", "bytes", "bits_per_element"} <= set(t) for t in info["tensors"]
+    )
 
 
 def test_decode_to_safetensors(quickstart_run: Path, tmp_path: Path) -> None:
     target = tmp_path / "dense.safetensors"
-    result = CliRunner().invoke(cli, ["decode", str(quickstart_run / "model.jcz"), "--to", str(target)])
+    result = CliRunner().invoke(
+        cli, ["decode", str(quickstart_run / "model.jcz"), "--to", str(target)]
+    )
     assert result.exit_code == 0, result.output
     state = load_file(str(target))
     model = jointcomp.load(str(quickstart_run / "model.jcz"))
@@ -57,10 +67,18 @@ def test_decode_to_safetensors(quickstart_run: Path, tmp_path: Path) -> None:
 
 
 def test_audit_remeasures_the_file(quickstart_run: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, [
-        "audit", str(quickstart_run / "model.jcz"), "--recipe", str(ROOT / "recipes/quickstart.yaml"),
-        *QUICK, "--out", str(tmp_path / "audit"),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            str(quickstart_run / "model.jcz"),
+            "--recipe",
+            str(ROOT / "recipes/quickstart.yaml"),
+            *QUICK,
+            "--out",
+            str(tmp_path / "audit"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     saved = json.loads((quickstart_run / "report.json").read_text())
@@ -85,8 +103,17 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert "error: not a .jcz file (bad magic bytes)" in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "jointcomp", "validate", str(ROOT / "recipes/quickstart.yaml"),
-         "--set", "stages.0.prune.ratio=7"], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jointcomp",
+            "validate",
+            str(ROOT / "recipes/quickstart.yaml"),
+            "--set",
+            "stages.0.prune.ratio=7",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "stages.0.prune.ratio" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
-"""The .jcz file: structure + tensors round-trip bit-exactly; anything malformed is a FormatError."""
+"""The .jcz file: structure and tensors round-trip bit-exactly; anything malformed is a
+FormatError."""
 
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ def _pruned(builder: str, kwargs: dict, shape: tuple[int, ...], ratio: float = 0
     model = build_model(builder, kwargs).eval()
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     pruner = tp.pruner.BasePruner(
-        model, torch.randn(1, *shape), importance=tp.importance.GroupMagnitudeImportance(p=1),
-        pruning_ratio=ratio, ignored_layers=[last], num_heads=attention_heads(model),
+        model,
+        torch.randn(1, *shape),
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[last],
+        num_heads=attention_heads(model),
     )
     pruner.step()
     return model.eval()
@@ -143,19 +148,39 @@ def test_resealed_malicious_headers_are_rejected() -> None:
     """A crafted file with valid checksums but lying fields must still be refused cleanly."""
     base = {"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}
     cases = {
-        "payload lengths": {**base, "tensors": [{"n": "fc1.weight", "s": [300, 784], "d": "f32",
-                                                  "c": "plain", "b": 10**9, "k": 0}]},
-        "more than": {**base, "tensors": [{"n": "fc1.weight", "s": [2**20, 2**20], "d": "f32",
-                                            "c": "plain", "b": 0, "k": 0}]},
-        "unknown dtype": {**base, "tensors": [{"n": "x", "s": [1], "d": "f128", "c": "plain",
-                                                "b": 0, "k": 0}]},
-        "invalid shape": {**base, "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain",
-                                                "b": 0, "k": 0}]},
+        "payload lengths": {
+            **base,
+            "tensors": [
+                {"n": "fc1.weight", "s": [300, 784], "d": "f32", "c": "plain", "b": 10**9, "k": 0}
+            ],
+        },
+        "more than": {
+            **base,
+            "tensors": [
+                {"n": "fc1.weight", "s": [2**20, 2**20], "d": "f32", "c": "plain", "b": 0, "k": 0}
+            ],
+        },
+        "unknown dtype": {
+            **base,
+            "tensors": [{"n": "x", "s": [1], "d": "f128", "c": "plain", "b": 0, "k": 0}],
+        },
+        "invalid shape": {
+            **base,
+            "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain", "b": 0, "k": 0}],
+        },
         "does not match the model": base,
-        "not registered": {**base, "model": {"builder": "zoo:lenet300", "kwargs": {},
-                                             "edits": [["fc1", "Evil", {}]]}},
-        "cannot build": {**base, "model": {"builder": "zoo:lenet300", "kwargs": {},
-                                           "edits": [["fc1", "Linear", {"in_features": -5}]]}},
+        "not registered": {
+            **base,
+            "model": {"builder": "zoo:lenet300", "kwargs": {}, "edits": [["fc1", "Evil", {}]]},
+        },
+        "cannot build": {
+            **base,
+            "model": {
+                "builder": "zoo:lenet300",
+                "kwargs": {},
+                "edits": [["fc1", "Linear", {"in_features": -5}]],
+            },
+        },
     }
     for expected, header in cases.items():
         with pytest.raises(FormatError, match=expected):
@@ -200,8 +225,13 @@ def test_quantized_and_codebook_tensors_round_trip(tmp_path: Path) -> None:
     assert float(model.fc1.weight.detach()[idx == 0].abs().sum()) == 0.0
 
     path = tmp_path / "q.jcz"
-    report = save(path, model, "zoo:lenet5", {},
-                  choose=lambda n, t: TensorChoice("plain" if t.is_floating_point() else "auto"))
+    report = save(
+        path,
+        model,
+        "zoo:lenet5",
+        {},
+        choose=lambda n, t: TensorChoice("plain" if t.is_floating_point() else "auto"),
+    )
     coded = {e["n"]: e for e in report.entries}
     assert coded["conv2.parametrizations.weight.0.int_repr"]["d"] == "i8"
     assert coded["conv2.parametrizations.weight.0.int_repr"]["c"] != "plain"
@@ -217,8 +247,13 @@ def test_quantized_and_codebook_tensors_round_trip(tmp_path: Path) -> None:
 
 
 def test_parametrization_types_are_allow_listed() -> None:
-    header = {"model": {"builder": "zoo:lenet300", "kwargs": {},
-                        "edits": [["fc1", "@parametrize", {"weight": [["Linear", {}]]}]]},
-              "tensors": []}
+    header = {
+        "model": {
+            "builder": "zoo:lenet300",
+            "kwargs": {},
+            "edits": [["fc1", "@parametrize", {"weight": [["Linear", {}]]}]],
+        },
+        "tensors": [],
+    }
     with pytest.raises(FormatError, match="not a parametrization type"):
         open_artifact(pack(header, []))

@@ -9,7 +9,6 @@ import random
 import signal
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -101,14 +100,19 @@ def _reseal(header: dict, payload: bytes) -> bytes:
 def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
     header, payload = _parts(image)
     rng = random.Random(0)
-    coded = [(e, sum(x["b"] for x in header["tensors"][:i]))
-             for i, e in enumerate(header["tensors"]) if e["c"] != "plain" and e["b"]]
+    coded = [
+        (e, sum(x["b"] for x in header["tensors"][:i]))
+        for i, e in enumerate(header["tensors"])
+        if e["c"] != "plain" and e["b"]
+    ]
     outcomes = {"format_error": 0, "loaded": 0}
     for _ in range(400):
         entry, start = rng.choice(coded)
         mutated = bytearray(payload)
         pos = start + rng.randrange(entry["b"])
-        mutated[pos] = rng.choice([mutated[pos] ^ (1 << rng.randrange(8)), 0, 0xFF, rng.randrange(256)])
+        mutated[pos] = rng.choice(
+            [mutated[pos] ^ (1 << rng.randrange(8)), 0, 0xFF, rng.randrange(256)]
+        )
         try:
             _open_within(_reseal(json.loads(json.dumps(header)), bytes(mutated)))
             outcomes["loaded"] += 1

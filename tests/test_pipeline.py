@@ -40,7 +40,9 @@ def test_run_writes_file_reports_and_loads_bit_exactly(tmp_path: Path) -> None:
     assert 0.0 <= final["accuracy"] <= 1.0
     assert [s["name"] for s in report["stages"]] == ["prune", "encode"]
     assert all({"name", "params", "accuracy", "seconds"} <= set(s) for s in report["stages"])
-    assert report["layers"] and {"name", "type", "shape", "params", "bytes"} <= set(report["layers"][0])
+    assert report["layers"] and {"name", "type", "shape", "params", "bytes"} <= set(
+        report["layers"][0]
+    )
     # the module a user loads is the one the pipeline evaluated
     loaded = jointcomp.load(str(result.model_path))
     sample = torch.randn(5, 1, 8, 8)
@@ -94,10 +96,17 @@ def test_resume_refuses_a_changed_recipe(tmp_path: Path) -> None:
 
 def test_baseline_is_cached_and_shared(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("JOINTCOMP_CACHE", str(tmp_path / "fresh-cache"))
-    first = run(validate_recipe(tiny_recipe(tmp_path / "a", stages=[{"encode": {}}])),
-                show_progress=False)
-    second = run(validate_recipe(tiny_recipe(tmp_path / "b", stages=[{"prune": {"ratio": 0.2,
-                 "finetune": {"epochs": 0}}}])), show_progress=False)
+    first = run(
+        validate_recipe(tiny_recipe(tmp_path / "a", stages=[{"encode": {}}])), show_progress=False
+    )
+    second = run(
+        validate_recipe(
+            tiny_recipe(
+                tmp_path / "b", stages=[{"prune": {"ratio": 0.2, "finetune": {"epochs": 0}}}]
+            )
+        ),
+        show_progress=False,
+    )
     assert first.report["baseline"]["source"]["source"] == "trained"
     assert second.report["baseline"]["source"]["source"] == "cache"
     assert first.report["baseline"]["accuracy"] == second.report["baseline"]["accuracy"]

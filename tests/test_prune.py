@@ -21,12 +21,22 @@ from .conftest import tiny_recipe
 
 def _ctx(tmp_path: Path, shape: tuple[int, ...], classes: int = 10, n: int = 64) -> StageContext:
     g = torch.Generator().manual_seed(0)
-    ds = TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
+    ds = TensorDataset(
+        torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
+    )
     data = DataBundle("random", ds, ds, shape, classes)
     recipe = validate_recipe(tiny_recipe(tmp_path))
     return StageContext(
-        recipe=recipe, data=data, teacher=None, device=torch.device("cpu"), seed=0,
-        stage_index=0, stage_name="prune", out_dir=tmp_path, builder="", builder_kwargs={},
+        recipe=recipe,
+        data=data,
+        teacher=None,
+        device=torch.device("cpu"),
+        seed=0,
+        stage_index=0,
+        stage_name="prune",
+        out_dir=tmp_path,
+        builder="",
+        builder_kwargs={},
     )
 
 
@@ -104,8 +114,15 @@ def test_round_to_keeps_multiples(tmp_path) -> None:
 def test_unstructured_pruning_keeps_zeros_through_finetune(tmp_path) -> None:
     model = build_model("zoo:lenet300", {}).eval()
     ctx = _ctx(tmp_path, (1, 28, 28))
-    pruned = _prune(model, ctx, structured=False, ratio=0.9, global_ranking=True,
-                    iterative_steps=2, finetune={"epochs": 1, "lr": 0.01})
+    pruned = _prune(
+        model,
+        ctx,
+        structured=False,
+        ratio=0.9,
+        global_ranking=True,
+        iterative_steps=2,
+        finetune={"epochs": 1, "lr": 0.01},
+    )
     weights = [m.weight for m in pruned.modules() if isinstance(m, nn.Linear)]
     zeros = sum(int((w == 0).sum()) for w in weights)
     total = sum(w.numel() for w in weights)

@@ -37,11 +37,23 @@ def _render_in_chromium(html_text: str, tmp_path: Path) -> tuple[int, int]:
     page = tmp_path / "page.html"
     page.write_text(html_text.replace("</body>", PROBE + "</body>"))
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     body = re.search(r"<body[^>]*>", proc.stdout)
@@ -76,11 +88,19 @@ def test_report_html_renders_with_plots(report: dict, tmp_path: Path) -> None:
 def test_sweep_html_renders_with_plot(report: dict, tmp_path: Path) -> None:
     fin = report["final"]
     summary = {
-        "recipe": "tiny.yaml", "axes": {"stages.0.prune.ratio": [0.5]},
-        "points": [{"overrides": {"stages.0.prune.ratio": 0.5}, "bytes": fin["bytes"],
-                    "compression_ratio": fin["compression_ratio"], "accuracy": fin["accuracy"],
-                    "pareto": True, "baseline_bytes": report["baseline"]["bytes"],
-                    "baseline_accuracy": report["baseline"]["accuracy"]}],
+        "recipe": "tiny.yaml",
+        "axes": {"stages.0.prune.ratio": [0.5]},
+        "points": [
+            {
+                "overrides": {"stages.0.prune.ratio": 0.5},
+                "bytes": fin["bytes"],
+                "compression_ratio": fin["compression_ratio"],
+                "accuracy": fin["accuracy"],
+                "pareto": True,
+                "baseline_bytes": report["baseline"]["bytes"],
+                "baseline_accuracy": report["baseline"]["accuracy"],
+            }
+        ],
         "anchors": [{"label": "other tool", "points": [[fin["bytes"] * 2, fin["accuracy"]]]}],
     }
     json.dumps(summary)

@@ -37,8 +37,14 @@ def test_pareto_front() -> None:
 
 def test_sweep_runs_grid_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, stages=[
-        {"prune": {"ratio": 0.2, "finetune": {"epochs": 0}}}, {"encode": {}}])))
+    path.write_text(
+        yaml.safe_dump(
+            tiny_recipe(
+                tmp_path,
+                stages=[{"prune": {"ratio": 0.2, "finetune": {"epochs": 0}}}, {"encode": {}}],
+            )
+        )
+    )
     axis = parse_axis("stages.0.prune.ratio=0.2,0.6")
     out = tmp_path / "sweep"
     summary = run_sweep(str(path), [axis], output=str(out), show_progress=False)
@@ -62,6 +68,10 @@ def test_sweep_validates_every_point_first(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe(tmp_path)))
     with pytest.raises(RecipeError, match="stages.0.prune.ratio"):
-        run_sweep(str(path), [parse_axis("stages.0.prune.ratio=0.3,1.7")],
-                  output=str(tmp_path / "s"), show_progress=False)
+        run_sweep(
+            str(path),
+            [parse_axis("stages.0.prune.ratio=0.3,1.7")],
+            output=str(tmp_path / "s"),
+            show_progress=False,
+        )
     assert not (tmp_path / "s").exists()

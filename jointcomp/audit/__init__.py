@@ -33,8 +33,13 @@ def _measure_row(model: nn.Module, recipe: Any, data: Any) -> dict[str, Any]:
     cfg = recipe.audit
     sample = (data.val[0] if len(data.val) else data.train[0])[0]
     row = measure(
-        model, sample, batch_sizes=cfg.batch_sizes, threads=cfg.threads,
-        min_run_time=cfg.min_run_time, with_latency=cfg.latency, with_macs=cfg.macs,
+        model,
+        sample,
+        batch_sizes=cfg.batch_sizes,
+        threads=cfg.threads,
+        min_run_time=cfg.min_run_time,
+        with_latency=cfg.latency,
+        with_macs=cfg.macs,
     )
     row["accuracy"] = evaluate(model, data.val, batch_size=recipe.data.eval_batch_size)
     return row
@@ -88,11 +93,19 @@ def audit_run(
         if rec["name"] == "encode":  # the file itself: its measurements are the final row's
             measured = dict(final)
         else:
-            measured = _measure_row(open_artifact(out_dir / rec["checkpoint"], trust=True).model,
-                                    recipe, data)
+            measured = _measure_row(
+                open_artifact(out_dir / rec["checkpoint"], trust=True).model, recipe, data
+            )
             measured["bytes"] = measured["dense_bytes"]
-        for key in ("params", "nonzero_params", "bytes", "macs", "latency_ms",
-                    "latency_ms_by_batch", "accuracy"):
+        for key in (
+            "params",
+            "nonzero_params",
+            "bytes",
+            "macs",
+            "latency_ms",
+            "latency_ms_by_batch",
+            "accuracy",
+        ):
             if key in measured:
                 row[key] = measured[key]
         stages.append(row)
@@ -117,8 +130,12 @@ def audit_file(path: Path, recipe: Any, data: Any, baseline: nn.Module | None) -
         base["bytes"] = base["dense_bytes"]
     else:
         artifact = open_artifact(path, trust=True)
-        base = {"bytes": dense_bytes(artifact.model), "accuracy": None, "params": None,
-                "note": "baseline not cached: bytes are the file's model at dense fp32"}
+        base = {
+            "bytes": dense_bytes(artifact.model),
+            "accuracy": None,
+            "params": None,
+            "note": "baseline not cached: bytes are the file's model at dense fp32",
+        }
     final, layers = _final_row(path, recipe, data, base["bytes"])
     if base.get("accuracy") is not None:
         final["accuracy_drop"] = base["accuracy"] - final["accuracy"]

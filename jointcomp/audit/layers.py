@@ -64,17 +64,26 @@ def layer_rows(artifact: Artifact) -> list[dict[str, Any]]:
                 "name": layer or "(root)",
                 "type": (entry_type.name if entry_type else type(module).__name__)
                 + (f"+{'+'.join(sorted(kinds))}" if kinds else ""),
-                "shape": None, "params": 0, "density": None, "bytes": 0, "codecs": [],
+                "shape": None,
+                "params": 0,
+                "density": None,
+                "bytes": 0,
+                "codecs": [],
                 "entropy_bytes": None,
             }
             prefix = f"{layer}." if layer else ""
-            own = {n[len(prefix):]: t for n, (t, is_param) in logical.items()
-                   if is_param and n.startswith(prefix) and "." not in n[len(prefix):]}
+            own = {
+                n[len(prefix) :]: t
+                for n, (t, is_param) in logical.items()
+                if is_param and n.startswith(prefix) and "." not in n[len(prefix) :]
+            }
             row["params"] = sum(t.numel() for t in own.values())
             weight = own.get("weight", next(iter(own.values()), None))
             if weight is not None:
                 row["shape"] = list(weight.shape)
-                row["density"] = round(float((weight != 0).float().mean()), 4) if weight.numel() else None
+                row["density"] = (
+                    round(float((weight != 0).float().mean()), 4) if weight.numel() else None
+                )
         row["bytes"] += entry["b"]
         if entry["c"] not in row["codecs"]:
             row["codecs"].append(entry["c"])
@@ -89,4 +98,3 @@ def layer_rows(artifact: Artifact) -> list[dict[str, Any]]:
             row["entropy_bytes"] = round(row["entropy_bytes"], 1)
         out.append(row)
     return out
-

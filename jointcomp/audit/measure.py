@@ -23,8 +23,11 @@ def logical_tensors(model: nn.Module) -> dict[str, tuple[torch.Tensor, bool]]:
             continue  # internals of a parametrization: counted through the value below
         prefix = f"{path}." if path else ""
         params = [(n, t, True) for n, t in module._parameters.items()]
-        buffers = [(n, t, False) for n, t in module._buffers.items()
-                   if n not in module._non_persistent_buffers_set]
+        buffers = [
+            (n, t, False)
+            for n, t in module._buffers.items()
+            if n not in module._non_persistent_buffers_set
+        ]
         for name, tensor, is_param in params + buffers:
             if tensor is None or id(tensor) in seen:
                 continue

@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _png(fig: Any) -> str:
@@ -67,9 +67,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def accuracy_vs_size(
-    series: list[dict[str, Any]], title: str = "Accuracy vs file size"
-) -> str:
+def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs file size") -> str:
     """Scatter of top-1 against bytes (log x). ``series``: dicts with ``label``, ``points``
     (list of (bytes, accuracy)), optional ``front`` (draw the Pareto front) and ``marker``."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -77,12 +75,24 @@ def accuracy_vs_size(
         pts = s["points"]
         if not pts:
             continue
-        ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], label=s["label"],
-                   marker=s.get("marker", "o"), s=s.get("size", 36), zorder=3)
+        ax.scatter(
+            [p[0] for p in pts],
+            [100 * p[1] for p in pts],
+            label=s["label"],
+            marker=s.get("marker", "o"),
+            s=s.get("size", 36),
+            zorder=3,
+        )
         if s.get("front"):
             idx = pareto_front(pts)
-            ax.plot([pts[i][0] for i in idx], [100 * pts[i][1] for i in idx], "--",
-                    color="gray", zorder=2, label=f"{s['label']} Pareto front")
+            ax.plot(
+                [pts[i][0] for i in idx],
+                [100 * pts[i][1] for i in idx],
+                "--",
+                color="gray",
+                zorder=2,
+                label=f"{s['label']} Pareto front",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("bytes (log)")
     ax.set_ylabel("top-1 (%)")

@@ -36,36 +36,68 @@ def _fmt_int(v: int | None) -> str:
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """Rows of the main table: baseline, each stage, the final file."""
     base = report["baseline"]
-    rows = [[
-        "baseline", _fmt_int(base.get("params")), _fmt_bytes(base.get("bytes")), "1.0×",
-        _fmt_int(base.get("macs")), _fmt_ms(base.get("latency_ms")), _fmt_acc(base.get("accuracy")),
-    ]]
+    rows = [
+        [
+            "baseline",
+            _fmt_int(base.get("params")),
+            _fmt_bytes(base.get("bytes")),
+            "1.0×",
+            _fmt_int(base.get("macs")),
+            _fmt_ms(base.get("latency_ms")),
+            _fmt_acc(base.get("accuracy")),
+        ]
+    ]
     for st in report["stages"]:
         ratio = base["bytes"] / st["bytes"] if st.get("bytes") else None
-        rows.append([
-            f"{st['index']}: {st['name']}", _fmt_int(st.get("params")), _fmt_bytes(st.get("bytes")),
-            f"{ratio:.1f}×" if ratio else "–", _fmt_int(st.get("macs")),
-            _fmt_ms(st.get("latency_ms")), _fmt_acc(st.get("accuracy")),
-        ])
+        rows.append(
+            [
+                f"{st['index']}: {st['name']}",
+                _fmt_int(st.get("params")),
+                _fmt_bytes(st.get("bytes")),
+                f"{ratio:.1f}×" if ratio else "–",
+                _fmt_int(st.get("macs")),
+                _fmt_ms(st.get("latency_ms")),
+                _fmt_acc(st.get("accuracy")),
+            ]
+        )
     fin = report["final"]
-    rows.append([
-        "final (model.jcz)", _fmt_int(fin.get("params")), _fmt_bytes(fin.get("bytes")),
-        f"{fin['compression_ratio']:.1f}×", _fmt_int(fin.get("macs")),
-        _fmt_ms(fin.get("latency_ms")), _fmt_acc(fin.get("accuracy")),
-    ])
+    rows.append(
+        [
+            "final (model.jcz)",
+            _fmt_int(fin.get("params")),
+            _fmt_bytes(fin.get("bytes")),
+            f"{fin['compression_ratio']:.1f}×",
+            _fmt_int(fin.get("macs")),
+            _fmt_ms(fin.get("latency_ms")),
+            _fmt_acc(fin.get("accuracy")),
+        ]
+    )
     return rows
 
 
 HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "top-1"]
-LAYER_HEADERS = ["layer", "type", "shape", "params", "density", "bytes", "bits/param", "H0 bytes",
-                 "codecs"]
+LAYER_HEADERS = [
+    "layer",
+    "type",
+    "shape",
+    "params",
+    "density",
+    "bytes",
+    "bits/param",
+    "H0 bytes",
+    "codecs",
+]
 
 
 def layer_table_rows(report: dict[str, Any]) -> list[list[str]]:
     return [
         [
-            r["name"], r["type"], "×".join(map(str, r["shape"] or [])), _fmt_int(r["params"]),
-            "–" if r.get("density") is None else f"{r['density']:.3f}", _fmt_int(r["bytes"]),
+            r["name"],
+            r["type"],
+            "×".join(map(str, r["shape"] or [])),
+            _fmt_int(r["params"]),
+            "–" if r.get("density") is None else f"{r['density']:.3f}",
+            _fmt_int(r["bytes"]),
             f"{r.get('bits_per_element', 0):.2f}",
             "–" if r.get("entropy_bytes") is None else f"{r['entropy_bytes']:,.0f}",
             ",".join(r.get("codecs", [])),
@@ -78,7 +110,9 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
-        return "×".join(map(str, v)) if all(isinstance(x, int) for x in v) else ", ".join(map(str, v))
+        return (
+            "×".join(map(str, v)) if all(isinstance(x, int) for x in v) else ", ".join(map(str, v))
+        )
     return "–" if v is None else str(v)
 
 
@@ -123,9 +157,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Latency: CPU, {report['environment']['threads']} thread(s), median of "
         "torch.utils.benchmark runs; batch sizes "
-        + ", ".join(
-            f"{b}: {v:.3f} ms" for b, v in (fin.get("latency_ms_by_batch") or {}).items()
-        )
+        + ", ".join(f"{b}: {v:.3f} ms" for b, v in (fin.get("latency_ms_by_batch") or {}).items())
         + ".",
         "",
     ]
@@ -137,15 +169,26 @@ def render_markdown(report: dict[str, Any]) -> str:
 def _points(report: dict[str, Any]) -> list[dict[str, Any]]:
     """This run's baseline, stages and file, plus any anchors, for the accuracy-vs-size plot."""
     steps = [(report["baseline"]["bytes"], report["baseline"]["accuracy"])]
-    steps += [(s["bytes"], s["accuracy"]) for s in report["stages"] if s.get("accuracy") is not None]
+    steps += [
+        (s["bytes"], s["accuracy"]) for s in report["stages"] if s.get("accuracy") is not None
+    ]
     series = [
         {"label": "this run: baseline and stages", "points": steps, "marker": "o"},
-        {"label": "this run: model.jcz", "marker": "*", "size": 160,
-         "points": [(report["final"]["bytes"], report["final"]["accuracy"])]},
+        {
+            "label": "this run: model.jcz",
+            "marker": "*",
+            "size": 160,
+            "points": [(report["final"]["bytes"], report["final"]["accuracy"])],
+        },
     ]
     for anchor in report.get("anchors", []):
-        series.append({"label": anchor["label"], "marker": anchor.get("marker", "s"),
-                       "points": [tuple(p) for p in anchor["points"]]})
+        series.append(
+            {
+                "label": anchor["label"],
+                "marker": anchor.get("marker", "s"),
+                "points": [tuple(p) for p in anchor["points"]],
+            }
+        )
     return series
 
 
@@ -168,12 +211,12 @@ def render_html(report: dict[str, Any]) -> str:
         for title, headers, rows in stage_layer_tables(report)
     )
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>jointcomp report: {html.escape(report['name'])}</title>
+<html><head><meta charset="utf-8"><title>jointcomp report: {html.escape(report["name"])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;
 margin:1em 0;font-size:90%}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}.plot{{display:block;margin:1em 0}}</style>
 </head><body>
-<h1>jointcomp report: {html.escape(report['name'])}</h1>
+<h1>jointcomp report: {html.escape(report["name"])}</h1>
 <p>{html.escape(intro)}</p>
 {table(HEADERS, summary_rows(report))}
 {img("size-by-step", "size by step", size_waterfall(report))}

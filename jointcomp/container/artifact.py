@@ -86,7 +86,10 @@ def encode_model(
     for name, tensor in tensors_to_store(model, manifest).items():
         choice = choose(name, tensor) if choose else TensorChoice()
         entry, payload, tensor_stats = encode_tensor(
-            name, tensor, codec_name=choice.codec, storage=choice.storage,
+            name,
+            tensor,
+            codec_name=choice.codec,
+            storage=choice.storage,
             codec_options=choice.options,
         )
         entries.append(entry)
@@ -132,7 +135,9 @@ def save(
     return report
 
 
-def read_header(data: bytes | bytearray | memoryview) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any]]:
+def read_header(
+    data: bytes | bytearray | memoryview,
+) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any]]:
     """Check the framing and the header of a file image; nothing is decoded or built yet."""
     frame = unpack(data)
     header = frame.header

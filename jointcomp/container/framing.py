@@ -36,7 +36,9 @@ def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
     """Serialize ``header`` and the concatenated ``payloads`` into a complete file image."""
     text = json.dumps(header, separators=(",", ":"), sort_keys=False, allow_nan=False)
     compressed = zlib.compress(text.encode("utf-8"), 9)
-    prefix = _PREFIX.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed))
+    prefix = _PREFIX.pack(
+        MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed)
+    )
     body = b"".join([prefix, compressed, *payloads])
     return body + hashlib.sha256(body).digest()
 

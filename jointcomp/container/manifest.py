@@ -126,7 +126,9 @@ def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -
         for type_name, config in chain:
             entry = MODULE_TYPES.get(type_name)
             if entry is None or not entry.parametrization or not isinstance(config, dict):
-                raise FormatError(f"{path}.{tensor_name}: {type_name!r} is not a parametrization type")
+                raise FormatError(
+                    f"{path}.{tensor_name}: {type_name!r} is not a parametrization type"
+                )
             try:
                 p = entry.build(config)
                 parametrize.register_parametrization(module, tensor_name, p, unsafe=True)
@@ -136,7 +138,9 @@ def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -
                 ) from None
 
 
-def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: nn.Module) -> Manifest:
+def describe(
+    model: nn.Module, builder: str, kwargs: dict[str, Any], reference: nn.Module
+) -> Manifest:
     """Describe ``model`` as edits on ``reference`` (a fresh build of ``builder``; it is modified
     in place to mirror the edits). Raises ModelError for a module type that is not registered."""
     manifest = Manifest(builder=builder, kwargs=dict(kwargs))
@@ -170,16 +174,16 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
                 ref_root = _set(ref_root, path, ref)
         elif ref is None or _base_class(ref) is not _base_class(module):
             raise ModelError(
-                f"module {path or '(root)'} of type {type(module).__qualname__} is not a registered "
-                "module type and is not what the model's builder creates there; register it with "
-                "jointcomp.registry.register_module to store it"
+                f"module {path or '(root)'} of type {type(module).__qualname__} is not a "
+                "registered module type and is not what the model's builder creates there; "
+                "register it with jointcomp.registry.register_module to store it"
             )
         if entry is None:
             mine, theirs = _public_attrs(module), _public_attrs(ref)
             diff = {k: _json_scalar(v) for k, v in mine.items() if theirs.get(k, object()) != v}
             if diff:
                 manifest.attrs.append([path, diff])
-                for k, v in diff.items():
+                for k in diff:
                     setattr(ref, k, mine[k])
         spec = parametrization_spec(module, path)
         if spec != parametrization_spec(ref, path):
@@ -191,8 +195,8 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
         missing = set(ref_children) - set(my_children)
         if missing:
             raise ModelError(
-                f"module {path or '(root)'} lost children {sorted(missing)} relative to its builder; "
-                "replace them with nn.Identity instead of deleting them"
+                f"module {path or '(root)'} lost children {sorted(missing)} relative to its "
+                "builder; replace them with nn.Identity instead of deleting them"
             )
         for name, child in my_children.items():
             walk(f"{path}.{name}" if path else name, child)
@@ -218,9 +222,7 @@ def describe(model: nn.Module, builder: str, kwargs: dict[str, Any], reference: 
 
 
 def _children(module: nn.Module) -> dict[str, nn.Module]:
-    return {
-        n: c for n, c in module._modules.items() if c is not None and n != "parametrizations"
-    }
+    return {n: c for n, c in module._modules.items() if c is not None and n != "parametrizations"}
 
 
 def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Tensor]:
@@ -245,7 +247,10 @@ def manifest_from_json(data: Any) -> Manifest:
     ties = data.get("ties", {})
     shared = data.get("shared", {})
     if not isinstance(edits, list) or not all(
-        isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and isinstance(e[1], str)
+        isinstance(e, list)
+        and len(e) == 3
+        and isinstance(e[0], str)
+        and isinstance(e[1], str)
         and isinstance(e[2], dict)
         for e in edits
     ):
@@ -279,7 +284,9 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
             continue
         entry = MODULE_TYPES.get(type_name)
         if entry is None or entry.parametrization:
-            raise FormatError(f"edit at {path!r} names module type {type_name!r}, which is not registered")
+            raise FormatError(
+                f"edit at {path!r} names module type {type_name!r}, which is not registered"
+            )
         current = _get(root, path)
         if current is not None and module_type_of(current) is entry:
             config = {**entry.config(current), **config}  # the edit lists changed arguments only
@@ -287,7 +294,8 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
             module = entry.build(config)
         except Exception as exc:  # a constructor rejecting bad arguments from the file
             raise FormatError(
-                f"edit at {path!r}: cannot build {type_name} from {config} ({type(exc).__name__}: {exc})"
+                f"edit at {path!r}: cannot build {type_name} from {config} "
+                f"({type(exc).__name__}: {exc})"
             ) from None
         if path and _get(root, path.rpartition(".")[0]) is None:
             raise FormatError(f"edit at {path!r}: parent module does not exist")
@@ -297,8 +305,14 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
         if module is None:
             raise FormatError(f"attribute edit at {path!r}: no such module")
         for key, value in values.items():
-            if key.startswith("_") or key not in _public_attrs(module) or not _is_scalar_value(value):
-                raise FormatError(f"attribute edit at {path!r}: {key!r} is not an editable attribute")
+            if (
+                key.startswith("_")
+                or key not in _public_attrs(module)
+                or not _is_scalar_value(value)
+            ):
+                raise FormatError(
+                    f"attribute edit at {path!r}: {key!r} is not an editable attribute"
+                )
             old = getattr(module, key)
             setattr(module, key, tuple(value) if isinstance(old, tuple) else value)
     for alias, first in manifest.shared.items():
@@ -314,7 +328,8 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
         missing = sorted(set(stored_names) - set(tensors))[:5]
         extra = sorted(set(tensors) - set(stored_names))[:5]
         raise FormatError(
-            f"tensor table does not match the model structure (missing: {missing}; unexpected: {extra})"
+            "tensor table does not match the model structure "
+            f"(missing: {missing}; unexpected: {extra})"
         )
     for name in stored_names:
         _assign(root, name, tensors[name], expected[name])
@@ -323,18 +338,26 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
             raise FormatError(f"tie {alias!r} -> {target!r}: target is not a stored tensor")
         owner_path, _, attr = target.rpartition(".")
         canonical = _get(root, owner_path)
-        value = canonical._parameters.get(attr) if attr in canonical._parameters else canonical._buffers.get(attr)
+        value = (
+            canonical._parameters.get(attr)
+            if attr in canonical._parameters
+            else canonical._buffers.get(attr)
+        )
         _assign(root, alias, value, expected[alias], share=True)
     return root
 
 
-def _assign(root: nn.Module, name: str, value: torch.Tensor, old: torch.Tensor, share: bool = False) -> None:
+def _assign(
+    root: nn.Module, name: str, value: torch.Tensor, old: torch.Tensor, share: bool = False
+) -> None:
     owner_path, _, attr = name.rpartition(".")
     owner = _get(root, owner_path)
     if owner is None:
         raise FormatError(f"tensor {name!r}: no module at {owner_path!r}")
     if old.dtype != value.dtype:
-        raise FormatError(f"tensor {name!r}: stored dtype {value.dtype} differs from the module's {old.dtype}")
+        raise FormatError(
+            f"tensor {name!r}: stored dtype {value.dtype} differs from the module's {old.dtype}"
+        )
     if module_type_of(owner) is not None and old.shape != value.shape:
         # a registered module's constructor fixes its tensors' shapes; only tensors of plain
         # containers (e.g. a pruned ViT's position embedding) may differ from the build

@@ -61,7 +61,11 @@ def _integer_view(t: torch.Tensor, code: str) -> np.ndarray:
 
 
 def encode_tensor(
-    name: str, tensor: torch.Tensor, *, codec_name: str = "plain", storage: str | None = None,
+    name: str,
+    tensor: torch.Tensor,
+    *,
+    codec_name: str = "plain",
+    storage: str | None = None,
     codec_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
     """Encode one tensor. Returns (table entry, payload, stats for reports).
@@ -99,7 +103,7 @@ def encode_tensor(
 
 
 def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
-    """Validate the shape of a table entry; returns (name, shape, dtype code, storage code, bytes)."""
+    """Validate a table entry's fields; returns (name, shape, dtype, storage dtype, bytes)."""
     where = f"tensor table entry {index}"
     if not isinstance(entry, dict):
         raise FormatError(f"{where} is not an object")
@@ -111,7 +115,7 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
-        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise FormatError(f"{where}: invalid shape {shape!r}")
     if math.prod(shape) > MAX_ELEMENTS:
@@ -120,7 +124,9 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     if code not in DTYPES:
         raise FormatError(f"{where}: unknown dtype {code!r}")
     store = entry.get("st", code)
-    if store not in DTYPES or (store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES)):
+    if store not in DTYPES or (
+        store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES)
+    ):
         raise FormatError(f"{where}: invalid storage dtype {store!r} for dtype {code}")
     length = entry.get("b")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:

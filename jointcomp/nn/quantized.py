@@ -72,8 +72,15 @@ class IntQuantized(nn.Module):
         """Wrap integers (any integer or integer-valued float tensor) with their scale."""
         scale = torch.as_tensor(scale, dtype=torch.float32).detach().clone()
         zero_point = torch.as_tensor(zero_point, dtype=torch.float32).detach().clone()
-        module = cls(list(ints.shape), bits, signed, narrow_range, axis, list(scale.shape),
-                     list(zero_point.shape))
+        module = cls(
+            list(ints.shape),
+            bits,
+            signed,
+            narrow_range,
+            axis,
+            list(scale.shape),
+            list(zero_point.shape),
+        )
         rounded = torch.round(ints.detach().to(torch.float64))
         lo, hi = module.int_range()
         if rounded.numel() and (rounded.min() < lo or rounded.max() > hi):
@@ -99,9 +106,13 @@ class IntQuantized(nn.Module):
 
     def jc_config(self) -> dict[str, Any]:
         return {
-            "shape": self.shape, "bits": self.bits, "signed": self.signed,
-            "narrow_range": self.narrow_range, "axis": self.axis,
-            "scale_shape": self.scale_shape, "zero_point_shape": self.zero_point_shape,
+            "shape": self.shape,
+            "bits": self.bits,
+            "signed": self.signed,
+            "narrow_range": self.narrow_range,
+            "axis": self.axis,
+            "scale_shape": self.scale_shape,
+            "zero_point_shape": self.zero_point_shape,
         }
 
 

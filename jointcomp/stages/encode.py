@@ -42,7 +42,9 @@ class EncodeStage(Stage):
         p: EncodeParams = self.params  # type: ignore[assignment]
         codec = first_match(name, p.layers) or p.codec
         if codec == "plain":  # no coding at all: every tensor's own bytes
-            return TensorChoice("plain", {}, p.float_storage if tensor.dtype == torch.float32 else None)
+            return TensorChoice(
+                "plain", {}, p.float_storage if tensor.dtype == torch.float32 else None
+            )
         if tensor.is_floating_point():
             storage = p.float_storage if tensor.dtype == torch.float32 else None
             zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
@@ -60,11 +62,17 @@ class EncodeStage(Stage):
         model = model.to("cpu").eval()
         if is_main_process():
             report = save(
-                path, model, ctx.builder, ctx.builder_kwargs, meta=ctx.meta,
+                path,
+                model,
+                ctx.builder,
+                ctx.builder_kwargs,
+                meta=ctx.meta,
                 choose=lambda n, t: self.choose(n, t, sparse),
             )
             ctx.record.update(
-                file=str(path), file_bytes=report.file_bytes, header_bytes=report.header_bytes,
+                file=str(path),
+                file_bytes=report.file_bytes,
+                header_bytes=report.header_bytes,
                 tensors={e["n"]: {"codec": e["c"], "bytes": e["b"]} for e in report.entries},
             )
             ctx.log(f"wrote {path} ({report.file_bytes:,} bytes)")

@@ -34,7 +34,9 @@ class PruneParams(StageParams):
         default_factory=dict, description="per-layer ratios by name pattern, e.g. {'conv1': 0.3}"
     )
     global_ranking: bool = Field(False, description="rank channels/weights across layers")
-    max_layer_ratio: float = Field(0.9, gt=0, le=1, description="cap per layer under global ranking")
+    max_layer_ratio: float = Field(
+        0.9, gt=0, le=1, description="cap per layer under global ranking"
+    )
     ignore: list[str] = Field(default_factory=list, description="layer name patterns left alone")
     ignore_classifier: bool | None = Field(
         None, description="leave the output layer alone (default: yes when structured)"
@@ -52,15 +54,21 @@ class PruneParams(StageParams):
             if not 0 <= r < 1:
                 raise ValueError(f"layers.{pattern}: a ratio must lie in [0, 1)")
         if not self.structured and self.importance not in ("l1",):
-            raise ValueError("unstructured pruning ranks weights by magnitude: importance must be l1")
+            raise ValueError(
+                "unstructured pruning ranks weights by magnitude: importance must be l1"
+            )
         if not self.structured and self.target != "channels":
-            raise ValueError("target: params applies to structured pruning; for unstructured, ratio "
-                             "already is the fraction of weights removed")
+            raise ValueError(
+                "target: params applies to structured pruning; for unstructured, ratio "
+                "already is the fraction of weights removed"
+            )
         return self
 
 
 def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+    return [
+        (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))
+    ]
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
@@ -102,8 +110,15 @@ class PruneStage(Stage):
 
     # --- structured ------------------------------------------------------------------------
 
-    def _pruner(self, model: nn.Module, ctx: StageContext, p: PruneParams, ignored: set[str],
-                ratio: float, steps: int):
+    def _pruner(
+        self,
+        model: nn.Module,
+        ctx: StageContext,
+        p: PruneParams,
+        ignored: set[str],
+        ratio: float,
+        steps: int,
+    ):
         import torch_pruning as tp
 
         names = dict(model.named_modules())
@@ -117,7 +132,9 @@ class PruneStage(Stage):
         if p.importance == "bn_scale" and not any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         ):
-            raise ModelError("prune: importance bn_scale needs BatchNorm layers; this model has none")
+            raise ModelError(
+                "prune: importance bn_scale needs BatchNorm layers; this model has none"
+            )
         ratio_dict = {}
         for name, module in _prunable(model):
             r = first_match(name, p.layers)
@@ -162,7 +179,9 @@ class PruneStage(Stage):
             lo, hi = (mid, hi) if removed < p.ratio else (lo, mid)
         return hi
 
-    def _structured(self, model: nn.Module, ctx: StageContext, p: PruneParams, ignored: set[str]) -> nn.Module:
+    def _structured(
+        self, model: nn.Module, ctx: StageContext, p: PruneParams, ignored: set[str]
+    ) -> nn.Module:
         model.to(ctx.device).eval()
         ratio = p.ratio
         if p.target == "params":
@@ -175,15 +194,21 @@ class PruneStage(Stage):
             self._score(model, ctx, p)
             pruner.step()
             model.zero_grad(set_to_none=True)
-            fit = ctx.finetune(model, p.finetune, description=f"prune {step + 1}/{p.iterative_steps}",
-                               seed_offset=step)
+            fit = ctx.finetune(
+                model,
+                p.finetune,
+                description=f"prune {step + 1}/{p.iterative_steps}",
+                seed_offset=step,
+            )
             steps.append({"params": _count(model), "loss": fit.loss})
         ctx.record["steps"] = steps
         return model
 
     # --- unstructured ----------------------------------------------------------------------
 
-    def _unstructured(self, model: nn.Module, ctx: StageContext, p: PruneParams, ignored: set[str]) -> None:
+    def _unstructured(
+        self, model: nn.Module, ctx: StageContext, p: PruneParams, ignored: set[str]
+    ) -> None:
         targets = [(n, m) for n, m in _prunable(model) if n not in ignored]
         if not targets:
             raise ModelError("prune: every prunable layer is ignored; nothing to prune")
@@ -205,8 +230,9 @@ class PruneStage(Stage):
                     torch_prune.l1_unstructured(module, "weight", amount=r * fraction)
             for _, module in targets:
                 torch_prune.remove(module, "weight")  # bake the zeros; masks live in ctx.meta
-            fit = ctx.finetune(model, p.finetune, description=f"prune {step}/{p.iterative_steps}",
-                               seed_offset=step)
+            fit = ctx.finetune(
+                model, p.finetune, description=f"prune {step}/{p.iterative_steps}", seed_offset=step
+            )
             density = sum(int((m.weight != 0).sum()) for _, m in targets) / sum(
                 m.weight.numel() for _, m in targets
             )
@@ -215,4 +241,3 @@ class PruneStage(Stage):
         ctx.record["layers"] = {
             n: round(float((m.weight != 0).float().mean()), 5) for n, m in targets
         }
-
