@@ -73,7 +73,7 @@ def load_module_types() -> None:
     """Import every module that registers types, so files can name them."""
     import importlib
 
-    for name in ("jointcomp.nn", "jointcomp.nn.quantized"):
+    for name in ("jointcomp.nn", "jointcomp.nn.quantized", "jointcomp.nn.tbasis"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a partial install without the layer package

@@ -212,7 +212,9 @@ def fit(
 def _apply_masks(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
     with torch.no_grad():
         for param, mask in pairs:
-            param.mul_(mask)
+            # masked_fill, not mul: w·0 is −0.0 for negative w, whose nonzero bit pattern the
+            # sparse coder would store as an entry
+            param.masked_fill_(~mask, 0.0)
 
 
 @torch.no_grad()

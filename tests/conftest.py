@@ -3,14 +3,22 @@ runs two workers, and oversubscribed OpenMP threads slow training by an order of
 
 from __future__ import annotations
 
+import atexit
 import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Baselines cache into a per-process folder, never the user's ~/.cache — set at import so that
+# module- and session-scoped fixtures see it too.
+_CACHE = tempfile.mkdtemp(prefix="jointcomp-test-cache-")
+os.environ["JOINTCOMP_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS is set)
 
 torch.set_num_threads(1)
 
@@ -19,14 +27,6 @@ needs_fashion = pytest.mark.skipif(
     not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
 )
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Baselines cache into a per-session folder, never the user's ~/.cache."""
-    monkeypatch.setenv("JOINTCOMP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def tiny_recipe(tmp_path: Path, stages: list | None = None, **overrides: object) -> dict:

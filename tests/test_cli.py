@@ -21,6 +21,10 @@ QUICK = [
     "--set",
     "stages.0.prune.finetune.epochs=1",
     "--set",
+    "stages.1.decompose.finetune.epochs=1",
+    "--set",
+    "stages.2.quantize.finetune.epochs=1",
+    "--set",
     "audit.min_run_time=0.02",
 ]
 
@@ -45,7 +49,7 @@ def test_inspect_lists_tensors(quickstart_run: Path) -> None:
     result = CliRunner().invoke(cli, ["inspect", str(quickstart_run / "model.jcz")])
     assert result.exit_code == 0, result.output
     assert "header" in result.output and "payload" in result.output
-    assert "block1.0.weight" in result.output and "zoo:small_cnn" in result.output
+    assert "block1.0." in result.output and "zoo:small_cnn" in result.output
     as_json = CliRunner().invoke(cli, ["inspect", "--json", str(quickstart_run / "model.jcz")])
     info = json.loads(as_json.output)
     assert info["bytes"] == (quickstart_run / "model.jcz").stat().st_size
@@ -53,6 +57,9 @@ def test_inspect_lists_tensors(quickstart_run: Path) -> None:
     assert all(
         {"name", "shape", "codec", "bytes", "bits_per_element"} <= set(t) for t in info["tensors"]
     )
+    # the quickstart quantizes its weights: the file holds their integers
+    names = {t["name"] for t in info["tensors"]}
+    assert "block1.0.parametrizations.weight.0.int_repr" in names
 
 
 def test_decode_to_safetensors(quickstart_run: Path, tmp_path: Path) -> None:
@@ -88,7 +95,7 @@ def test_audit_remeasures_the_file(quickstart_run: Path, tmp_path: Path) -> None
 
 def test_validate_and_recipes() -> None:
     ok = CliRunner().invoke(cli, ["validate", str(ROOT / "recipes/quickstart.yaml")])
-    assert ok.exit_code == 0 and "prune → encode" in ok.output
+    assert ok.exit_code == 0 and "prune → decompose → quantize → encode" in ok.output
     listed = CliRunner().invoke(cli, ["recipes"])
     assert "quickstart.yaml" in listed.output
 

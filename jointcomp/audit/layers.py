@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from ..container import Artifact
-from ..nn.quantized import quantized_tensors
+from ..nn.quantized import IntQuantized, quantized_tensors
 from ..registry import module_type_of
 from .measure import logical_tensors
 
@@ -32,6 +33,18 @@ def _layer_of(name: str) -> tuple[str, str]:
     return owner, tensor
 
 
+def _owner_layer(path: str, modules: dict[str, nn.Module]) -> str:
+    """A parameter container (a TT layer's ``cores`` ParameterList) belongs to its layer."""
+    while path and isinstance(modules.get(path), (nn.ParameterList, nn.ParameterDict)):
+        path = path.rpartition(".")[0]
+    return path
+
+
+def _code_bits(p: nn.Module) -> int:
+    """Integer width of a quantized tensor, or index width of a codebook."""
+    return p.bits if isinstance(p, IntQuantized) else max(1, (p.size - 1).bit_length())
+
+
 def _payload_bound(tensor: Any, codec: str) -> float | None:
     """H0 bound in bytes for what a coder sees: integer values, or (sparse floats) the
     positions' entropy plus the nonzero values at full width; None for plain floats."""
@@ -54,11 +67,16 @@ def layer_rows(artifact: Artifact) -> list[dict[str, Any]]:
     logical = logical_tensors(model)
     rows: dict[str, dict[str, Any]] = {}
     for entry in artifact.entries:
-        layer, _ = _layer_of(entry["n"])
+        layer = _owner_layer(_layer_of(entry["n"])[0], modules)
         module = modules.get(layer, model)
         row = rows.get(layer)
         if row is None:
-            kinds = {type(p).__name__ for n, p in quantized.items() if _layer_of(n)[0] == layer}
+            mine = {
+                n: p
+                for n, p in quantized.items()
+                if _owner_layer(_layer_of(n)[0], modules) == layer
+            }
+            kinds = {type(p).__name__ for p in mine.values()}
             entry_type = module_type_of(module)
             row = rows[layer] = {
                 "name": layer or "(root)",
@@ -70,15 +88,19 @@ def layer_rows(artifact: Artifact) -> list[dict[str, Any]]:
                 "bytes": 0,
                 "codecs": [],
                 "entropy_bytes": None,
+                "qbits": ",".join(str(b) for b in sorted({_code_bits(p) for p in mine.values()})),
             }
             prefix = f"{layer}." if layer else ""
             own = {
                 n[len(prefix) :]: t
                 for n, (t, is_param) in logical.items()
-                if is_param and n.startswith(prefix) and "." not in n[len(prefix) :]
+                if is_param
+                and n.startswith(prefix)
+                and _owner_layer(n.rpartition(".")[0], modules) == layer
             }
             row["params"] = sum(t.numel() for t in own.values())
-            weight = own.get("weight", next(iter(own.values()), None))
+            # the weight's shape; for a layer without one (TT cores) its largest tensor's
+            weight = own.get("weight", max(own.values(), key=lambda t: t.numel(), default=None))
             if weight is not None:
                 row["shape"] = list(weight.shape)
                 row["density"] = (

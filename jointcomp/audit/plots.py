@@ -72,7 +72,7 @@ def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs fil
     (list of (bytes, accuracy)), optional ``front`` (draw the Pareto front) and ``marker``."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for s in series:
-        pts = s["points"]
+        pts = [p for p in s["points"] if p[0] is not None and p[1] is not None]
         if not pts:
             continue
         ax.scatter(

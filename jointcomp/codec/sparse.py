@@ -42,9 +42,11 @@ class SparseCoder(Coder):
         self,
         value_codecs: tuple[str, ...] = ("raw", "huffman", "tunstall", "ans", "range"),
         gap_codecs: tuple[str, ...] = ("raw", "huffman", "ans"),
+        bitmask: bool = True,
     ) -> None:
         self.value_codecs = value_codecs
         self.gap_codecs = gap_codecs
+        self.bitmask = bitmask  # False: positions always as coded gaps (Deep Compression's way)
 
     def encode_prepared(self, prep) -> Encoded:
         flat, n = prep.flat, prep.n
@@ -66,7 +68,7 @@ class SparseCoder(Coder):
             g_bytes = pack_inner(g_enc)
             m_enc = AnsCoder().encode_prepared(prepare(mask.view(np.uint8)))
             m_bytes = pack_inner(m_enc)
-            use_gaps = len(g_bytes) <= len(m_bytes)
+            use_gaps = len(g_bytes) <= len(m_bytes) or not self.bitmask
             head += bytes([GAPS if use_gaps else BITMASK])
             positions = g_bytes if use_gaps else m_bytes
             chosen = g_enc if use_gaps else m_enc

@@ -43,11 +43,20 @@ class Manifest:
             out["edits"] = self.edits
         if self.attrs:
             out["attrs"] = self.attrs
-        if self.ties:
-            out["ties"] = self.ties
+        ties = {a: t for a, t in self.ties.items() if _implied_tie(a, self.shared) != t}
+        if ties:
+            out["ties"] = ties  # those inside a shared module follow from ``shared``
         if self.shared:
             out["shared"] = self.shared
         return out
+
+
+def _implied_tie(name: str, shared: dict[str, str]) -> str | None:
+    """The stored name a tensor inside a shared module's alias path is tied to, if any."""
+    for alias, first in shared.items():
+        if name.startswith(f"{alias}."):
+            return first + name[len(alias) :]
+    return None
 
 
 def _is_scalar_value(v: Any) -> bool:
@@ -204,7 +213,7 @@ def describe(
     walk("", model)
     mine = model.state_dict(keep_vars=True)
     theirs = ref_root.state_dict(keep_vars=True)
-    if list(mine) != list(theirs):
+    if set(mine) != set(theirs):
         only_mine = sorted(set(mine) - set(theirs))[:5]
         only_ref = sorted(set(theirs) - set(mine))[:5]
         raise ModelError(
@@ -323,6 +332,10 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
             raise FormatError(f"shared module {alias!r}: parent module does not exist")
         root = _set(root, alias, module)
     expected = root.state_dict(keep_vars=True)
+    for name in expected:
+        implied = _implied_tie(name, manifest.shared)
+        if implied is not None and name not in manifest.ties:
+            manifest.ties[name] = implied
     stored_names = [n for n in expected if n not in manifest.ties]
     if set(stored_names) != set(tensors) or any(t not in expected for t in manifest.ties):
         missing = sorted(set(stored_names) - set(tensors))[:5]

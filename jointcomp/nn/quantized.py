@@ -9,6 +9,7 @@ never re-quantizes floats; ``load`` rebuilds the identical float values with the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,6 +17,31 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..registry import register_module
+
+
+class _EvalCache:
+    """Dequantized values reused while nothing can change them: no autograd, same tensors and
+    versions. Recomputing would give the same bits; caching only saves the time (a quantized
+    layer would otherwise dequantize its whole weight on every forward)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: torch.Tensor | None = None
+
+    def get(
+        self, tensors: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.key = self.value = None
+            return compute()
+        key = (
+            torch.is_inference_mode_enabled(),
+            *((id(t), t._version, t.data_ptr()) for t in tensors),
+        )
+        if key != self.key:
+            self.value = compute()
+            self.key = key
+        return self.value  # type: ignore[return-value]
 
 
 def int_dtype_for(bits: int, signed: bool) -> torch.dtype:
@@ -56,6 +82,7 @@ class IntQuantized(nn.Module):
         self.register_buffer("int_repr", torch.zeros(self.shape, dtype=int_dtype_for(bits, signed)))
         self.register_buffer("scale", torch.ones(self.scale_shape))
         self.register_buffer("zero_point", torch.zeros(self.zero_point_shape))
+        self._cache = _EvalCache()
 
     @classmethod
     def from_ints(
@@ -98,6 +125,9 @@ class IntQuantized(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         del original  # the value is entirely in the integers
+        return self._cache.get((self.int_repr, self.scale, self.zero_point), self.dequantize)
+
+    def dequantize(self) -> torch.Tensor:
         return (self.int_repr.to(self.scale.dtype) - self.zero_point) * self.scale
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
@@ -133,6 +163,7 @@ class Codebook(nn.Module):
         dtype = torch.uint8 if size <= 256 else torch.int16 if size <= 1 << 15 else torch.int32
         self.register_buffer("indices", torch.zeros(self.shape, dtype=dtype))
         self.centroids = nn.Parameter(torch.zeros(size))
+        self._cache = _EvalCache()
 
     @classmethod
     def from_assignment(
@@ -150,6 +181,9 @@ class Codebook(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         del original
+        return self._cache.get((self.indices, self.centroids), self.lookup)
+
+    def lookup(self) -> torch.Tensor:
         centroids = self.centroids
         if self.zero_index is not None:
             keep = torch.ones_like(centroids)

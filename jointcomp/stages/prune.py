@@ -214,6 +214,9 @@ class PruneStage(Stage):
             raise ModelError("prune: every prunable layer is ignored; nothing to prune")
         pruned_names = [f"{n}.weight" for n, _ in targets]
         ctx.mark_sparse(pruned_names)
+        # torch's prune re-registers the weight after the bias; the file's manifest compares
+        # state-dict order with the builder's, so each layer's parameter order is restored
+        orders = {n: list(m._parameters) for n, m in targets}
         steps = []
         for step in range(1, p.iterative_steps + 1):
             fraction = step / p.iterative_steps
@@ -228,8 +231,10 @@ class PruneStage(Stage):
                     r = first_match(name, p.layers)
                     r = p.ratio if r is None else r
                     torch_prune.l1_unstructured(module, "weight", amount=r * fraction)
-            for _, module in targets:
+            for name, module in targets:
                 torch_prune.remove(module, "weight")  # bake the zeros; masks live in ctx.meta
+                for key in orders[name]:
+                    module._parameters[key] = module._parameters.pop(key)
             fit = ctx.finetune(
                 model, p.finetune, description=f"prune {step}/{p.iterative_steps}", seed_offset=step
             )

@@ -1,0 +1,41 @@
+"""The quantization settings of one tensor, resolved from the recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Granularity = Literal["channel", "tensor"]
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """``bits``-bit integers with a scale per output channel (``channel``) or per tensor;
+    symmetric: signed grid, zero point 0; asymmetric: unsigned grid with an integer zero point;
+    ``narrow_range`` drops the most negative (signed) or the largest (unsigned) code."""
+
+    bits: int
+    granularity: Granularity = "channel"
+    symmetric: bool = True
+    narrow_range: bool = True
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.bits, int)
+            or isinstance(self.bits, bool)
+            or not 1 <= self.bits <= 16
+        ):
+            raise ValueError(f"bits must be an int in 1..16, got {self.bits!r}")
+        if self.granularity not in ("channel", "tensor"):
+            raise ValueError(f"granularity must be channel or tensor, got {self.granularity!r}")
+
+    def with_bits(self, bits: int) -> QuantSpec:
+        return replace(self, bits=bits)
+
+    def for_fixed_zeros(self) -> QuantSpec:
+        """A zero pattern that must survive needs zero point 0, so zeros are integer 0 and the
+        coder sees (and codes the positions of) the zeros."""
+        return replace(self, symmetric=True)
+
+    def axis(self, channel_axis: int) -> int | None:
+        return channel_axis if self.granularity == "channel" else None

@@ -1,0 +1,418 @@
+"""Stage ``quantize``: every factor, sparse residual and weight becomes integers × scale (or
+indices into a k-means codebook), held as ``IntQuantized`` / ``Codebook`` parametrizations whose
+integers ``encode`` entropy-codes as they are.
+
+Methods: ``qat`` (brevitas quantizers with straight-through gradients, fine-tuned with
+distillation, then brevitas' integers exported), ``ptq`` (round to nearest on calibrated grids;
+``refit: true`` re-fits CP and TT layers on the grid with quantized CP-ALS / TT-SVD instead),
+``kmeans`` (Deep Compression's shared codebooks, centroids fine-tuned). Bits per kind of tensor
+and per layer pattern; optionally chosen per tensor to meet a coded-size budget.
+
+Record: ``layers`` (one row per quantized tensor: layer, tensor, kind, method, bits, scale
+granularity, params, values stored, estimated coded bytes, coded bits per stored value),
+``float`` (tensors left float, with the reason) and ``summary`` (top-1 before, right after the
+quantizers went in, and after fine-tuning; folded batch norms; the budget's allocation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from ..audit.measure import count_params
+from ..errors import ModelError
+from ..nn.quantized import attach, quantized_tensors
+from ..quant import (
+    QuantSpec,
+    Target,
+    bits_of,
+    coded_bytes,
+    find_targets,
+    fixed_zero_names,
+    fold_batchnorms,
+    kmeans_codebook,
+    ptq_tensor,
+    refit_layer,
+)
+from ..quant.refit import REFITTABLE
+from ..recipe import FinetuneSpec, Strict
+from ..train import first_batches
+from .base import Stage, StageContext, StageParams, first_match, match_any
+
+Method = Literal["qat", "ptq", "kmeans"]
+MAIN_KINDS = ("factors", "sparse_values", "weights")  # quantized by the method; others rounded
+AUTO_MIN_PER_CHANNEL = 64  # granularity auto: per-channel scales for channels this long
+Bits = int | None
+
+
+class KindBits(Strict):
+    """Bits per kind of tensor; null keeps that kind float."""
+
+    factors: Bits = Field(
+        8,
+        ge=1,
+        le=16,
+        description="tensors inside factorized layers (SVD/Tucker/CP sub-layers, TT cores)",
+    )
+    sparse_values: Bits = Field(
+        8, ge=1, le=16, description="low-rank + sparse residuals (their zeros stay exactly 0)"
+    )
+    weights: Bits = Field(8, ge=1, le=16, description="plain conv/linear weights")
+    biases: Bits = Field(
+        None,
+        ge=2,
+        le=16,
+        description="biases (default float; 16 is lossless "
+        "in practice), rounded per tensor after training",
+    )
+    norms: Bits = Field(None, ge=2, le=16, description="normalization layers' affine parameters")
+
+
+class LayerQuant(Strict):
+    """Overrides for the layers a name pattern matches (unset keys inherit)."""
+
+    bits: Bits = Field(None, ge=1, le=16, description="bits of the layer's weights / factors")
+    sparse_bits: Bits = Field(None, ge=1, le=16, description="bits of its sparse residual")
+    granularity: Literal["channel", "tensor", "auto"] | None = None
+    symmetric: bool | None = None
+    narrow_range: bool | None = None
+    keep_float: bool = Field(False, description="leave the layer's tensors float")
+
+
+class QuantBudget(Strict):
+    """Pick bits per tensor so the quantized tensors' coded size (integers through the coder
+    ``encode`` uses, plus scales) fits ``bytes``, with the least validation-loss increase."""
+
+    bytes: int = Field(ge=1)
+    options: list[int] = Field(
+        default_factory=lambda: [2, 3, 4, 5, 6, 8], description="bit widths to choose from"
+    )
+    batches: int = Field(2, ge=1, description="validation batches for the sensitivities")
+    batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _options(self) -> QuantBudget:
+        if not self.options or any(not 1 <= b <= 16 for b in self.options):
+            raise ValueError("options must list bit widths in 1..16")
+        self.options = sorted(set(self.options))
+        return self
+
+
+class QuantizeParams(StageParams):
+    method: Method = Field(
+        "qat",
+        description="qat: brevitas fake-quantization fine-tuned with straight-through "
+        "gradients; ptq: round to nearest; kmeans: shared codebooks with fine-tuned centroids",
+    )
+    bits: KindBits = Field(default_factory=KindBits, description="bits per kind of tensor")
+    layers: dict[str, LayerQuant] = Field(
+        default_factory=dict,
+        description="per-layer overrides by name pattern, e.g. "
+        "{'fc*': {bits: 6}}; the first matching pattern wins",
+    )
+    skip: list[str] = Field(default_factory=list, description="layer patterns left float")
+    granularity: Literal["channel", "tensor", "auto"] = Field(
+        "channel",
+        description="one scale per output channel or per tensor; auto: per channel where "
+        f"channels hold at least {AUTO_MIN_PER_CHANNEL} values (sparse residuals, biases and "
+        "norms always per tensor)",
+    )
+    symmetric: bool = Field(
+        True,
+        description="signed grid with zero point 0; false: unsigned "
+        "with an integer zero point (not for tensors with fixed zeros)",
+    )
+    narrow_range: bool = Field(True, description="drop the most negative code (signed)")
+    scaling: Literal["stats", "learned", "mse"] = Field(
+        "stats",
+        description="qat: scale from weight statistics each step, or a trained scale "
+        "initialized from them (learned) or from the least-MSE clipping (mse)",
+    )
+    calibration: Literal["absmax", "mse"] = Field(
+        "mse", description="ptq / budget / biases: max-abs range or least-MSE clipping"
+    )
+    refit: bool = Field(
+        False,
+        description="ptq: re-fit CP and TT layers on the grid "
+        "(quantized CP-ALS / error-compensated TT-SVD) instead of rounding",
+    )
+    fold_bn: bool = Field(False, description="fold batch norms into the conv before them first")
+    kmeans_iters: int = Field(100, ge=1)
+    budget: QuantBudget | None = Field(
+        None, description="choose bits per tensor to meet a coded-size target"
+    )
+    finetune: FinetuneSpec = Field(
+        default_factory=FinetuneSpec, description="qat / kmeans fine-tuning"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> QuantizeParams:
+        if self.refit and self.method != "ptq":
+            raise ValueError("refit re-fits factors on the grid after training: use method ptq")
+        if self.method != "kmeans":
+            low = [k for k in MAIN_KINDS if getattr(self.bits, k) == 1]
+            low += [p for p, o in self.layers.items() if 1 in (o.bits, o.sparse_bits)]
+            if low or (self.budget and 1 in self.budget.options):
+                raise ValueError(
+                    f"1-bit integer grids hold one value; {self.method} needs at "
+                    f"least 2 bits (found in {low or ['budget.options']})"
+                )
+        return self
+
+
+class QuantizeStage(Stage):
+    name = "quantize"
+    Params = QuantizeParams
+
+    # --- settings per tensor ---------------------------------------------------------------
+
+    def _override(self, target: Target) -> LayerQuant | None:
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        for key in (target.name, target.module_path, target.layer):
+            found = first_match(key, p.layers)
+            if found is not None:
+                return found
+        return None
+
+    def spec_for(self, target: Target) -> tuple[QuantSpec | None, bool]:
+        """(spec, whether a layer override fixed its bits); spec None = stays float."""
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        bits = getattr(p.bits, target.kind)
+        granularity, symmetric, narrow = p.granularity, p.symmetric, p.narrow_range
+        pinned = False
+        o = self._override(target)
+        if o is not None:
+            if o.keep_float:
+                return None, True
+            own = o.sparse_bits if target.kind == "sparse_values" else o.bits
+            if own is not None and target.kind in MAIN_KINDS:
+                bits, pinned = own, True
+            granularity = o.granularity or granularity
+            symmetric = symmetric if o.symmetric is None else o.symmetric
+            narrow = narrow if o.narrow_range is None else o.narrow_range
+        if bits is None:
+            return None, pinned
+        if target.kind not in ("factors", "weights"):
+            granularity = "tensor"
+        elif granularity == "auto":
+            # a float32 scale per channel pays off only over enough values per channel
+            shape = target.shape
+            per_channel = math.prod(shape) // max(1, shape[target.channel_axis])
+            granularity = "channel" if per_channel >= AUTO_MIN_PER_CHANNEL else "tensor"
+        spec = QuantSpec(bits, granularity, symmetric, narrow)
+        return (spec.for_fixed_zeros() if target.fixed_zeros else spec), pinned
+
+    def quantizer(self, ctx: StageContext):
+        """The method's one-shot quantizer (target, spec, value) → parametrization."""
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        if p.method == "kmeans":
+            return lambda t, spec, x: kmeans_codebook(
+                x,
+                spec.bits,
+                pin_zero=t.fixed_zeros or bool((x == 0).float().mean() > 0.01),
+                seed=ctx.seed,
+                max_iter=p.kmeans_iters,
+            )
+        return lambda t, spec, x: ptq_tensor(
+            x, spec, spec.axis(t.channel_axis), p.calibration, t.fixed_zeros
+        )
+
+    # --- the stage -------------------------------------------------------------------------
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        start = time.perf_counter()
+        model = model.to(ctx.device).eval()
+        summary: dict[str, Any] = {"method": p.method, "accuracy_before": ctx.evaluate(model)}
+        if p.fold_bn:
+            folded, unfolded = fold_batchnorms(model)
+            summary.update(
+                bn_folded=folded, bn_not_folded=unfolded, accuracy_folded=ctx.evaluate(model)
+            )
+            ctx.log(f"folded {len(folded)} batch norm(s), {len(unfolded)} left")
+        plan, extras, floats, pinned = self._plan(model, ctx)
+        if not plan and not extras:
+            raise ModelError(
+                "quantize: no tensor to quantize (every kind's bits is null, or "
+                "every layer skipped)"
+            )
+        if p.budget is not None:
+            plan = self._apply_budget(model, ctx, plan, pinned, summary)
+        methods = {t.name: p.method for t, _ in plan}
+        if p.method == "qat":
+            self._qat(model, ctx, plan, summary)
+        else:
+            if p.method == "ptq" and p.refit:
+                methods.update(self._refit(model, ctx, plan, summary))
+            quantize = self.quantizer(ctx)
+            done = set(quantized_tensors(model))
+            for target, spec in plan:
+                if target.name not in done:
+                    x = target.value(model).detach()
+                    attach(
+                        target.module(model), target.tensor, quantize(target, spec, x).to(x.device)
+                    )
+            if p.method == "kmeans":
+                summary["accuracy_quantized"] = ctx.evaluate(model)
+                fit = ctx.finetune(model, p.finetune, description="quantize (kmeans)")
+                summary["finetune_loss"] = fit.loss
+        for target, spec in extras:  # biases / norms: rounded once training is over
+            x = target.value(model).detach()
+            attach(
+                target.module(model),
+                target.tensor,
+                ptq_tensor(x, spec, None, p.calibration).to(x.device),
+            )
+            methods[target.name] = "ptq"
+        model.eval()
+        summary["accuracy_after"] = ctx.evaluate(model)
+        self._record(model, ctx, plan + extras, methods, floats, summary, start)
+        return model
+
+    def _plan(self, model: nn.Module, ctx: StageContext):
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        fixed = fixed_zero_names(model, ctx.meta.get("sparse", []))
+        targets, floats = find_targets(model, fixed)
+        plan, extras, pinned = [], [], set()
+        for t in targets:
+            if match_any(t.layer, p.skip) or match_any(t.module_path, p.skip):
+                floats.append({"name": t.name, "reason": "matches a skip pattern"})
+                continue
+            spec, fixed_bits = self.spec_for(t)
+            if spec is None:
+                why = "layer override keep_float" if fixed_bits else f"bits.{t.kind} is null"
+                floats.append({"name": t.name, "reason": why})
+                continue
+            if fixed_bits:
+                pinned.add(t.name)
+            (plan if t.kind in MAIN_KINDS else extras).append((t, spec))
+        return plan, extras, floats, pinned
+
+    def _apply_budget(
+        self, model, ctx, plan, pinned: set[str], summary
+    ) -> list[tuple[Target, QuantSpec]]:
+        from ..quant.mixed import choose_bits
+
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        budget = p.budget
+        val = ctx.data.val if len(ctx.data.val) else ctx.data.train
+        batches = first_batches(val, budget.batch_size, budget.batches)
+        free = [(t, s) for t, s in plan if t.name not in pinned]
+        fixed = [(t, s) for t, s in plan if t.name in pinned]
+        try:
+            bits, record = choose_bits(
+                model,
+                free,
+                budget.options,
+                budget.bytes,
+                self.quantizer(ctx),
+                batches,
+                ctx.device,
+                fixed,
+            )
+        except ValueError as exc:
+            raise ModelError(f"quantize: {exc}") from None
+        summary["budget"] = record
+        ctx.log(
+            f"budget {budget.bytes:,} B: bits {sorted(set(bits.values()))} "
+            f"(estimated {record['achieved_bytes']:,} B)"
+        )
+        return [(t, s.with_bits(bits[t.name]) if t.name in bits else s) for t, s in plan]
+
+    def _refit(self, model, ctx, plan, summary) -> dict[str, str]:
+        """Quantized CP-ALS / TT-SVD for CP and TT layers whose factors all share one width."""
+        methods, notes = {}, []
+        modules = dict(model.named_modules())
+        for path, module in modules.items():
+            if not isinstance(module, REFITTABLE):
+                continue
+            prefix = f"{path}." if path else ""
+            mine = [
+                (t, s)
+                for t, s in plan
+                if t.kind == "factors"
+                and (t.module_path == path or t.module_path.startswith(prefix))
+            ]
+            widths = {s.bits for _, s in mine}
+            if not mine or len(widths) != 1:
+                notes.append({"name": path, "reason": "factors not all quantized at one width"})
+                continue
+            try:
+                quantized = refit_layer(module, widths.pop(), seed=ctx.seed)
+            except ValueError as exc:
+                notes.append({"name": path, "reason": str(exc)})
+                continue
+            for rel, q in quantized.items():
+                sub, _, tensor = rel.rpartition(".")
+                owner = module.get_submodule(sub) if sub else module
+                device = getattr(owner, tensor).device
+                attach(owner, tensor, q.to(device))
+                methods[prefix + rel] = "qcp" if "cores" not in rel else "qtt"
+        summary["refit_skipped"] = notes
+        return methods
+
+    def _qat(self, model, ctx, plan, summary) -> None:
+        from ..quant.qat import QATSession
+
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        session = QATSession(model, p.scaling)
+        session.prepare(plan)
+        summary["accuracy_quantized"] = ctx.evaluate(model)
+        fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
+        summary["finetune_loss"] = fit.loss
+        session.export()
+
+    def _record(self, model, ctx, targets, methods, floats, summary, start) -> None:
+        quantized = quantized_tensors(model)
+        rows = []
+        for t, _spec in targets:
+            q = quantized.get(t.name)
+            if q is None:
+                continue
+            value = getattr(t.module(model), t.tensor).detach()
+            est = coded_bytes(q)
+            nonzero = int((value != 0).sum())
+            stored = nonzero if t.fixed_zeros else value.numel()  # sparse: values + positions
+            granularity = (
+                "codebook"
+                if methods[t.name] == "kmeans"
+                else ("channel" if q.scale.numel() > 1 else "tensor")
+            )
+            rows.append(
+                {
+                    "name": t.layer,
+                    "tensor": t.name,
+                    "kind": t.kind,
+                    "method": methods[t.name],
+                    "bits": bits_of(q),
+                    "granularity": granularity,
+                    "params": value.numel(),
+                    "stored": stored,
+                    "est_bytes": est,
+                    "bits_per_value": round(8 * est / max(1, stored), 3),
+                }
+            )
+        params_q = sum(r["params"] for r in rows)
+        stored_q = sum(r["stored"] for r in rows)
+        summary.update(
+            tensors=len(rows),
+            params_quantized=params_q,
+            params_float=count_params(model) - params_q,
+            est_bytes=sum(r["est_bytes"] for r in rows),
+            values_stored=stored_q,
+            mean_bits=round(sum(r["bits"] * r["stored"] for r in rows) / max(1, stored_q), 3),
+            coded_bits_per_value=round(8 * sum(r["est_bytes"] for r in rows) / max(1, stored_q), 3),
+            seconds=round(time.perf_counter() - start, 2),
+        )
+        ctx.record["layers"] = rows
+        ctx.record["float"] = floats
+        ctx.record["summary"] = summary
+        ctx.log(
+            f"{len(rows)} tensors quantized ({params_q:,} params, ≈{summary['est_bytes']:,} "
+            f"B coded); top-1 {summary['accuracy_before']:.2%} → "
+            f"{summary['accuracy_after']:.2%}"
+        )

@@ -1,0 +1,177 @@
+"""tools/reproduce.py and its helpers: README table blocks are replaced exactly, nothing else
+moves; tables come out of tools' output; the anchor pick honours the accuracy tolerance."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))
+
+import anchors_table  # noqa: E402
+import reproduce  # noqa: E402
+from readme_tables import (  # noqa: E402
+    block_names,
+    last_markdown_table,
+    md_table,
+    replace_block,
+)
+
+README = """# x
+
+intro
+
+<!-- table:codecs -->
+| old | table |
+|---|---|
+| 1 | 2 |
+<!-- /table:codecs -->
+
+between
+
+<!-- table:anchors -->
+<!-- /table:anchors -->
+tail
+"""
+
+
+def test_replace_block_changes_only_that_block() -> None:
+    new = replace_block(README, "codecs", "| a |\n|---|\n| 9 |\n")
+    assert "| old | table |" not in new and "| a |\n|---|\n| 9 |" in new
+    before, after = README.split("<!-- table:codecs -->"), new.split("<!-- table:codecs -->")
+    assert before[0] == after[0]
+    assert (
+        before[1].split("<!-- /table:codecs -->")[1] == after[1].split("<!-- /table:codecs -->")[1]
+    )
+    assert replace_block(new, "codecs", "| old | table |\n|---|---|\n| 1 | 2 |") == README
+
+
+def test_replace_block_fills_an_empty_block_and_is_idempotent() -> None:
+    once = replace_block(README, "anchors", "T")
+    assert "<!-- table:anchors -->\nT\n<!-- /table:anchors -->\ntail" in once
+    assert replace_block(once, "anchors", "T") == once
+
+
+def test_replace_block_refuses_missing_duplicated_or_reversed_markers() -> None:
+    with pytest.raises(KeyError):
+        replace_block(README, "layers", "T")
+    with pytest.raises(ValueError, match="duplicated"):
+        replace_block(README + "<!-- table:codecs -->", "codecs", "T")
+    with pytest.raises(ValueError, match="out of order"):
+        replace_block("<!-- /table:x -->\n<!-- table:x -->", "x", "T")
+    with pytest.raises(ValueError, match="invalid table name"):
+        replace_block(README, "a b", "T")
+
+
+def test_block_names() -> None:
+    assert block_names(README) == ["codecs", "anchors"]
+    assert block_names("<!-- table:open --> never closed") == []
+
+
+def test_last_markdown_table_picks_the_last_real_table() -> None:
+    out = "log\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore log\n|x|\n| h |\n|:--|\n| 3 |\ndone\n"
+    assert last_markdown_table(out) == "| h |\n|:--|\n| 3 |"
+    assert last_markdown_table("| not a table |\nno separator") is None
+    bare = "rows so far\na | b\n--- | ---\n1 | 2\n"  # no outer pipes (bench_tbasis)
+    assert last_markdown_table(bare) == "a | b\n--- | ---\n1 | 2"
+
+
+def test_md_table_escapes_pipes() -> None:
+    assert md_table(["a", "b"], [[1, "x|y"]]) == "| a | b |\n|---|---|\n| 1 | x\\|y |"
+
+
+def test_codecs_markdown_from_bench_json() -> None:
+    rows = [
+        {
+            "coder": "ans",
+            "source": "s",
+            "n": 10,
+            "entropy_bits": 1.5,
+            "coded_bits": 1.52,
+            "side_bytes": 7,
+            "encode_msym_s": 3.0,
+            "decode_msym_s": 4.0,
+            "exact": True,
+        },
+        {"coder": "tunstall", "source": "s", "n": 10, "entropy_bits": 1.5, "skipped": "no"},
+    ]
+    table = reproduce.codecs_markdown("note\n" + json.dumps(rows))
+    assert table.splitlines()[2] == "| s | ans | 1.500 | 1.520 | 7 | 3.0 | 4.0 | yes |"
+    assert len(table.splitlines()) == 3
+
+
+def test_pick_within_tolerance() -> None:
+    pts = [
+        {"bytes": 100, "accuracy": 0.880},
+        {"bytes": 200, "accuracy": 0.886},
+        {"bytes": 300, "accuracy": 0.895},
+    ]
+    assert anchors_table.pick_within(pts, 0.889, 0.003)["bytes"] == 200
+    assert anchors_table.pick_within(pts, 0.880, 0.003)["bytes"] == 100
+    assert anchors_table.pick_within(pts, 0.95, 0.003) is None
+
+
+def _fake_table(name: str, code: str) -> reproduce.Table:
+    return reproduce.Table(name, (), ((reproduce.PY, "-c", code),), ((reproduce.PY, "-c", code),))
+
+
+def test_main_rewrites_only_the_chosen_block(tmp_path, monkeypatch, capsys) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    tables = (
+        _fake_table("codecs", "print('log'); print('| n |'); print('|---|'); print('| 42 |')"),
+        _fake_table("anchors", "raise SystemExit(3)"),
+    )
+    monkeypatch.setattr(reproduce, "TABLES", tables)
+    rc = reproduce.main(["--readme", str(readme)])
+    text = readme.read_text()
+    assert rc == 1  # anchors failed and was skipped
+    assert (
+        "| n |\n|---|\n| 42 |\n\n<sub>Reproduce: `python tools/reproduce.py --only codecs`" in text
+    )
+    assert "<!-- table:anchors -->\n<!-- /table:anchors -->" in text  # untouched
+    assert text.split("<!-- table:codecs -->")[0] == README.split("<!-- table:codecs -->")[0]
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_dry_run_lists_every_table_and_runs_nothing(capsys) -> None:
+    assert reproduce.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert {line.split(":")[0] for line in out.splitlines()} == set(reproduce.NAMES)
+    assert "jointcomp run recipes/deep-compression-lenet5.yaml --force" in out
+    assert reproduce.main(["--dry-run", "--quick", "--only", "anchors"]) == 0
+    assert "train.max_batches=20" in capsys.readouterr().out
+
+
+def _report(path: Path, size: int, acc: float) -> None:
+    path.mkdir(parents=True)
+    rep = {
+        "baseline": {"dense_bytes": 1_000_000, "accuracy": 0.9},
+        "final": {"bytes": size, "accuracy": acc},
+    }
+    (path / "report.json").write_text(json.dumps(rep))
+
+
+def test_anchor_tables_pick_nncodec_per_jointcomp_row_and_judge_targets(tmp_path) -> None:
+    _report(tmp_path / "lenet300-fashion-joint", 15_000, 0.890)
+    _report(tmp_path / "deep-compression-lenet300", 30_000, 0.888)
+    (tmp_path / "nncodec-lenet300").mkdir()
+    points = [
+        {"qp": -20, "bytes": 60_000, "accuracy": 0.891},
+        {"qp": -16, "bytes": 40_000, "accuracy": 0.888},
+        {"qp": -14, "bytes": 30_000, "accuracy": 0.850},
+    ]
+    results = {"nncodec_version": "9.9", "points": points, "coders": []}
+    (tmp_path / "nncodec-lenet300" / "results.json").write_text(json.dumps(results))
+    main, pairs = anchors_table.build_tables(tmp_path).split("\n\n")
+    lines = main.splitlines()
+    assert len(lines) == 2 + 3  # header, separator, jointcomp, Deep Compression, NNCodec qp -16
+    assert "| NNCodec 9.9 (qp -16) | 40,000 | 25.0× | 88.80% |" in lines[4]
+    assert "`jointcomp run recipes/lenet300-fashion-joint.yaml --force`" in lines[2]
+    dc, nnc = pairs.splitlines()[2:]
+    assert "| +0.20 | 0.50× | ≤ 0.67× | yes |" in dc
+    assert "| +0.20 | 0.38× | ≤ 0.33× | no |" in nnc

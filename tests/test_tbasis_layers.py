@@ -1,0 +1,233 @@
+"""T-Basis layers: one basis Parameter shared by layers of several shapes, stored once in the
+file and rebuilt as one object, counted once, and bit-exact after save + open_artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from jointcomp.audit.measure import count_params
+from jointcomp.container import open_artifact, save
+from jointcomp.models import build_model
+from jointcomp.nn.quantized import IntQuantized, attach, quantized_tensors
+from jointcomp.nn.tbasis import (
+    TBasis,
+    TBasisCoefficients,
+    TBasisConv2d,
+    TBasisLinear,
+    shared_modules,
+)
+from jointcomp.registry import MODULE_TYPES
+from jointcomp.tensor.tbasis import plan_modes, tbasis_matrix, unpad_weight
+
+B, R, N = 4, 3, 9
+KW = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+
+
+def _layer(module: nn.Module, rows: list[int], table_rows: int) -> nn.Module:
+    common = {"basis_size": B, "rank": R, "mode": N, "rows": rows, "table_rows": table_rows}
+    if isinstance(module, nn.Linear):
+        plan = plan_modes(module.out_features, module.in_features, N)
+        return TBasisLinear(
+            module.in_features,
+            module.out_features,
+            list(plan.out_modes),
+            list(plan.in_modes),
+            bias=module.bias is not None,
+            **common,
+        )
+    plan = plan_modes(module.out_channels, module.in_channels, N, module.kernel_size)
+    return TBasisConv2d(
+        module.in_channels,
+        module.out_channels,
+        list(module.kernel_size),
+        list(plan.out_modes),
+        list(plan.in_modes),
+        padding=list(module.padding),
+        bias=module.bias is not None,
+        **common,
+    )
+
+
+def shared_small_cnn(seed: int = 0) -> tuple[nn.Module, TBasis, TBasisCoefficients]:
+    """small_cnn with its convs 16→32, 32→32 and the 32→10 classifier on one basis."""
+    torch.manual_seed(seed)
+    model = build_model("zoo:small_cnn", KW).eval()
+    names = ["block2.0", "block3.0", "fc"]
+    modules = [model.get_submodule(n) for n in names]
+    plans = [
+        plan_modes(m.weight.shape[0], m.weight.shape[1], N, tuple(m.weight.shape[2:]))
+        for m in modules
+    ]
+    n_rows = sum(p.cores for p in plans)
+    basis, table = TBasis(B, R, N), TBasisCoefficients(n_rows, B, R)
+    with torch.no_grad():
+        table.rank_scale.uniform_(0.5, 1.5)
+    start = 0
+    for name, m, plan in zip(names, modules, plans):
+        layer = _layer(m, list(range(start, start + plan.cores)), n_rows)
+        start += plan.cores
+        layer.share(basis, table)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, layer)
+    return model.eval(), basis, table
+
+
+def test_layers_of_several_shapes_share_one_basis_parameter() -> None:
+    model, basis, table = shared_small_cnn()
+    layers = [m for m in model.modules() if isinstance(m, (TBasisConv2d, TBasisLinear))]
+    assert {tuple(m.plan.matrix_shape) for m in layers} == {(32, 144), (32, 288), (12, 32)}
+    assert all(m.basis is basis and m.coefficients is table for m in layers)
+    assert sum(p is basis.basis for p in model.parameters()) == 1  # one Parameter, once
+    bases, tables = shared_modules(model)
+    assert bases == [basis] and tables == [table]
+    # one optimizer step moves the one basis, with gradient from every layer
+    x = torch.randn(4, 1, 8, 8)
+    model.train()
+    model(x).square().mean().backward()
+    grads = {}
+    for m in layers:
+        (g,) = torch.autograd.grad(m.reconstruct_weight().sum(), basis.basis)
+        grads[id(m)] = g
+    assert all(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_reconstruction_is_the_tt_matrix_of_basis_and_rows() -> None:
+    model, basis, table = shared_small_cnn()
+    layer = model.get_submodule("block3.0")
+    rows = torch.tensor(layer.row_list)
+    matrix = tbasis_matrix(
+        basis.basis,
+        table.coef[rows],
+        table.rank_scale[rows],
+        layer.plan.out_modes,
+        layer.plan.in_modes,
+    )
+    expect = unpad_weight(matrix, layer.plan, (3, 3))
+    assert torch.equal(layer.reconstruct_weight(), expect)
+    x = torch.randn(2, 32, 6, 6)
+    ref = nn.functional.conv2d(x, expect, padding=1)
+    assert torch.allclose(layer(x), ref, atol=1e-5)
+
+
+def test_configs_rebuild_identical_layers() -> None:
+    model, _, _ = shared_small_cnn()
+    for name in ("block2.0", "block3.0", "fc"):
+        layer = model.get_submodule(name)
+        entry = MODULE_TYPES[type(layer).__name__]
+        twin = entry.build(entry.config(layer))
+        ours = {n: t.shape for n, t in layer.state_dict().items()}
+        assert {n: t.shape for n, t in twin.state_dict().items()} == ours
+
+
+def _round_trip(model: nn.Module, path: Path) -> nn.Module:
+    save(path, model, "zoo:small_cnn", KW)
+    return open_artifact(path).model.eval()
+
+
+def test_file_stores_the_basis_once_and_loads_bit_exact(tmp_path: Path) -> None:
+    model, basis, _ = shared_small_cnn()
+    loaded = _round_trip(model, tmp_path / "m.jcz")
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    art = open_artifact(tmp_path / "m.jcz")
+    stored = [e["n"] for e in art.entries]
+    assert sum(n.endswith(".basis.basis") for n in stored) == 1
+    assert sum(n.endswith(".coefficients.coef") for n in stored) == 1
+    layers = [m for m in loaded.modules() if isinstance(m, (TBasisConv2d, TBasisLinear))]
+    assert len({id(m.basis) for m in layers}) == 1  # one object again, not three copies
+    assert len({id(m.coefficients) for m in layers}) == 1
+    # accounting: the basis once; the loaded model counts exactly what the original does
+    others = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if ".basis." not in f".{n}." and ".coefficients." not in f".{n}."
+    )
+    table = layers[0].coefficients
+    expected = basis.basis.numel() + table.coef.numel() + table.rank_scale.numel() + others
+    assert count_params(model) == count_params(loaded) == expected
+
+
+def test_quantized_basis_is_one_parametrization_stored_once(tmp_path: Path) -> None:
+    model, basis, table = shared_small_cnn()
+    ints = torch.randint(-7, 8, tuple(basis.basis.shape))
+    attach(basis, "basis", IntQuantized.from_ints(ints, torch.tensor(0.05), bits=4))
+    cints = torch.randint(-7, 8, tuple(table.coef.shape))
+    scales = torch.rand(table.coef.shape[0], 1) + 0.1
+    attach(table, "coef", IntQuantized.from_ints(cints, scales, bits=4, axis=0))
+    before = count_params(model)
+    loaded = _round_trip(model, tmp_path / "q.jcz")
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert count_params(loaded) == before
+    q = quantized_tensors(loaded)
+    assert sorted(n.rpartition(".")[2] for n in q) == ["basis", "coef"]  # once each
+    art = open_artifact(tmp_path / "q.jcz")
+    assert sum(e["n"].endswith("basis.0.int_repr") for e in art.entries) == 1
+
+
+def test_cached_eval_weight_follows_basis_updates() -> None:
+    model, basis, _ = shared_small_cnn()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        first = model(x)
+        basis.basis.mul_(1.5)
+        second = model(x)
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"out_modes": [2, 4], "in_modes": [4, 2]}, "do not cover"),
+        ({"out_modes": [4, 4, 1], "in_modes": [4, 4, 9]}, "exceed mode"),
+        ({"rows": [0, 1]}, "one table row per core"),
+        ({"rows": [0, 1, 7]}, r"ints in \[0, 3\)"),
+    ],
+)
+def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
+    args = {
+        "in_features": 16,
+        "out_features": 16,
+        "out_modes": [2, 2, 4],
+        "in_modes": [4, 2, 2],
+        "basis_size": 2,
+        "rank": 2,
+        "mode": 9,
+        "rows": [0, 1, 2],
+        "table_rows": 3,
+    }
+    with pytest.raises(ValueError, match=match):
+        TBasisLinear(**{**args, **kwargs})
+
+
+def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path) -> None:
+    from jointcomp.stages.share_bn import fold_batchnorms
+
+    model, _, _ = shared_small_cnn()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+    folded, skipped = fold_batchnorms(model)
+    assert folded == ["block2.1", "block3.1"] and skipped == []  # block1 is a plain conv
+    assert isinstance(model.block2[1], nn.Identity)
+    layer = model.get_submodule("block2.0")
+    assert layer.jc_config()["out_scale"] and layer.jc_config()["bias"]
+    assert list(dict(layer.named_parameters(recurse=False))) == ["out_scale", "bias"]
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-5)
+    loaded = _round_trip(model, tmp_path / "f.jcz")
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))

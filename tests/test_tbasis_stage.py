@@ -1,0 +1,131 @@
+"""Stage ``share`` end to end: the T-Basis recipe (shrunk to small_cnn on digits) runs share →
+quantize → encode; the basis is quantized and stored once and counted once; the file decodes
+bit-exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from jointcomp.audit.measure import count_params
+from jointcomp.cli import cli
+from jointcomp.container import open_artifact
+from jointcomp.models import build_model
+from jointcomp.nn.tbasis import TBasisConv2d, TBasisLinear, shared_modules
+from jointcomp.recipe import load_recipe
+from jointcomp.stages.share import ShareParams, ShareStage
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes/resnet32-fashion-tbasis.yaml"
+SMALL = [
+    "model.builder=zoo:small_cnn",
+    "data.dataset=digits",
+    "data.val_split=0.2",
+    "train.epochs=2",
+    "train.lr=0.02",
+    "stages.0.share.basis=8",
+    "stages.0.share.rank=8",
+    "stages.0.share.fit_steps=10",
+    "stages.0.share.finetune.epochs=1",
+    "stages.1.quantize.finetune.epochs=1",
+    "audit.latency=false",
+    "audit.html=false",
+]
+
+
+def test_recipe_validates_as_written() -> None:
+    recipe = load_recipe(RECIPE, ["data.limit=2000", "train.epochs=1"])
+    assert [s.name for s in recipe.stages] == ["share", "quantize", "encode"]
+    assert recipe.model.builder == "zoo:resnet32" and recipe.data.dataset == "fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tbasis") / "run"
+    args = ["run", str(RECIPE), "-q", "-o", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _stages(run_dir: Path) -> dict[str, dict]:
+    state = json.loads((run_dir / "state.json").read_text())
+    return {s["name"]: s for s in state["stages"]}
+
+
+def test_share_records_layers_and_accounting(run_dir: Path) -> None:
+    share = _stages(run_dir)["share"]
+    record = share["record"]
+    rows = record["layers"]
+    assert {r["name"] for r in rows} == {"block1.0", "block2.0", "block3.0", "fc"}
+    for r in rows:
+        assert {"shape", "padded", "cores", "coefficients", "rel_error_init"} <= set(r)
+        assert r["coefficients"] == r["cores"] * (8 + 8)
+    summary = record["summary"]
+    assert summary["basis_params"] == 8 * 8 * 9 * 8
+    n_rows = sum(r["cores"] for r in rows)
+    assert summary["coefficient_params"] == n_rows * (8 + 8)
+    # the stage's total counts the basis once, as the pipeline's own count does
+    assert summary["params_after"] == share["params"]
+    assert summary["rest_params"] == (
+        summary["params_after"] - summary["basis_params"] - summary["coefficient_params"]
+    )
+
+
+def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
+    rows = _stages(run_dir)["quantize"]["record"]["layers"]
+    tensors = [r["tensor"] for r in rows]
+    assert sum(t.endswith(".basis.basis") for t in tensors) == 1
+    assert sum(t.endswith(".coefficients.coef") for t in tensors) == 1
+    bits = {r["tensor"].rpartition(".")[2]: r["bits"] for r in rows}
+    assert bits["basis"] == bits["coef"] == 4
+    assert bits["rank_scale"] == bits["out_scale"] == 8  # the recipe's overrides
+
+
+def test_batch_norms_after_shared_layers_are_folded(run_dir: Path) -> None:
+    record = _stages(run_dir)["share"]["record"]
+    assert record["bn_folded"] == ["block2.1", "block3.1"]  # block1.1 follows block1.0 too
+    model = open_artifact(run_dir / "model.jcz", trust=True).model
+    assert isinstance(model.block2[1], torch.nn.Identity)
+
+
+def test_file_decodes_bit_exactly_with_one_basis(run_dir: Path) -> None:
+    art = open_artifact(run_dir / "model.jcz", trust=True)
+    again = open_artifact(run_dir / "model.jcz", trust=True).model.eval()
+    model = art.model.eval()
+    bases, tables = shared_modules(model)
+    assert len(bases) == 1 and len(tables) == 1
+    layers = [m for m in model.modules() if isinstance(m, (TBasisConv2d, TBasisLinear))]
+    assert len(layers) == 4 and all(m.basis is bases[0] for m in layers)
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert count_params(model) == _stages(run_dir)["share"]["params"]
+    layer_rows = {r["name"]: r for r in report["layers"]}
+    basis_row = next(r for n, r in layer_rows.items() if n.endswith(".basis"))
+    assert basis_row["type"] == "TBasis+IntQuantized" and basis_row["params"] == 8 * 8 * 9 * 8
+    table_row = next(r for n, r in layer_rows.items() if n.endswith(".coefficients"))
+    assert table_row["type"].startswith("TBasisCoefficients")
+
+
+def test_coupled_layers_share_leading_rows() -> None:
+    model = build_model("zoo:resnet20", {"in_channels": 1, "num_classes": 10, "image_size": 8})
+    params = ShareParams(basis=4, rank=4, coupled=True, coupled_cores=2, skip=["conv1"])
+    stage = ShareStage(params)
+    candidates, _ = stage._plan(model, params)
+    n_rows = stage._assign_rows(candidates, params)
+    by_name = {c.name: c.rows for c in candidates}
+    # the 3×3 convs of stage 1 all read 16→16: their first two rows are one pair of rows
+    stage1 = [by_name[f"layer1.{b}.conv{k}"] for b in range(3) for k in (1, 2)]
+    assert all(r[:2] == stage1[0][:2] for r in stage1)
+    assert len({tuple(r[2:]) for r in stage1}) == len(stage1)  # the rest their own
+    # a layer alone in its layout keeps every row to itself
+    assert not set(by_name["fc"]) & {r for n, rr in by_name.items() if n != "fc" for r in rr}
+    assert n_rows == len({r for rr in by_name.values() for r in rr})

@@ -1,0 +1,310 @@
+"""Benchmark: T-Basis weight sharing vs plain per-layer TT at equal parameter counts on
+ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy coding.
+
+    python tools/bench_tbasis.py                         # Fashion-MNIST, defaults below
+    python tools/bench_tbasis.py --quick                 # 2,000 samples, 1 epoch, 16/16 and 8/8
+    python tools/bench_tbasis.py --dataset cifar10 --root DIR   # DIR holds the binary batches
+    python tools/bench_tbasis.py --settings 16/16,8/8 --quantize 16/16 --limit 6000 --epochs 3
+
+Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
+replaced: ``share`` (B/R, mode 9, the stem conv left dense) or ``decompose`` (TT-matrix layers
+of jointcomp.nn, one uniform rank cap chosen so the model's parameter count is closest to the
+T-Basis row's), each fine-tuned ``--epochs`` epochs with distillation from the baseline, which
+is trained once (``--baseline-epochs``) on the same ``--limit`` samples and cached. Accuracy is
+top-1 on the full test set of the file the run wrote. Reference (Obukhov et al. 2020, ResNet-32,
+CIFAR-10, trained from scratch for hundreds of epochs, no quantization): 93.45% at 66% of the
+parameters (B32 R32), 90.24% at 9.5% (B16 R16), 81.35% at 2.1% (B8 R8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes/resnet32-fashion-tbasis.yaml"
+PAPER = {"32/32": (93.45, 66.0), "16/16": (90.24, 9.5), "8/8": (81.35, 2.1)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"])
+    ap.add_argument("--root", default=None, help="dataset directory (CIFAR-10 binary batches)")
+    ap.add_argument("--limit", type=int, default=6000, help="training samples (all: 0)")
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per row")
+    ap.add_argument("--baseline-epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of fine-tuning")
+    ap.add_argument("--settings", default="32/32,16/16,8/8,4/4", help="B/R pairs")
+    ap.add_argument("--mode", type=int, default=9)
+    ap.add_argument("--init", default="packed", choices=["packed", "pca"], help="fit start")
+    ap.add_argument("--fit-steps", type=int, default=100, help="L-BFGS steps of the fit")
+    ap.add_argument("--tt-cores", type=int, default=3, help="cores of the plain TT layers")
+    ap.add_argument("--no-tt", action="store_true", help="skip the plain TT rows")
+    ap.add_argument("--quantize", default="", help="B/R pairs to also run share→quantize→encode")
+    ap.add_argument("--bits", type=int, default=4, help="bits of basis and coefficients")
+    ap.add_argument("--qat-epochs", type=int, default=None, help="default: --epochs")
+    ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="--limit 2000 --epochs 1 --baseline-epochs 3 --settings 16/16,8/8 --fit-steps 30",
+    )
+    ap.add_argument("--out", default="runs/bench-tbasis")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None, help="also write the rows to this file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.limit, args.epochs, args.baseline_epochs = 2000, 1, 3
+        args.settings, args.fit_steps = "16/16,8/8", 30
+    if args.dataset == "cifar10" and not args.root:
+        ap.error("--dataset cifar10 needs --root (the directory of the binary batches)")
+    return args
+
+
+def base_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    from jointcomp.recipe import load_recipe_data
+
+    raw = load_recipe_data(RECIPE)
+    raw["threads"] = args.threads
+    raw["data"].update(dataset=args.dataset, root=args.root, limit=args.limit or None)
+    raw["train"]["epochs"] = args.baseline_epochs
+    raw["audit"] = {"latency": False, "macs": False, "html": False}
+    return raw
+
+
+def run_stages(args, name: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pipeline run; returns its report (re-used when the run already finished)."""
+    from jointcomp.pipeline import run
+    from jointcomp.recipe import validate_recipe
+
+    raw = copy.deepcopy(base_recipe(args))
+    raw["name"] = name
+    raw["stages"] = stages
+    raw["output"] = str(Path(args.out) / name)
+    report_path = Path(raw["output"]) / "report.json"
+    if report_path.is_file():
+        saved = json.loads(report_path.read_text())
+        if saved.get("bench_stages") == stages:
+            return saved
+    start = time.perf_counter()
+    result = run(validate_recipe(raw, name), force=True, show_progress=False)
+    report = dict(result.report)
+    report["bench_seconds"] = round(time.perf_counter() - start, 1)
+    report["bench_stages"] = stages
+    report_path.write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+def finetune(args) -> dict[str, Any]:
+    return {"epochs": args.epochs, "optimizer": "adam", "lr": args.lr, "weight_decay": 0.0}
+
+
+def share_stage(args, b: int, r: int) -> dict[str, Any]:
+    return {
+        "share": {
+            "basis": b,
+            "rank": r,
+            "mode": args.mode,
+            "skip": ["conv1"],
+            "coupled": args.coupled,
+            "init": args.init,
+            "fit_steps": args.fit_steps,
+            "finetune": finetune(args),
+        }
+    }
+
+
+def tt_rank_for(args, target_params: int) -> tuple[int, int]:
+    """The uniform TT rank cap whose model (stem dense, as for T-Basis) is closest to
+    ``target_params``; returns (rank, params)."""
+    from torch import nn
+
+    from jointcomp.models import build_model
+    from jointcomp.nn.formats import make_format
+
+    in_ch = 3 if args.dataset == "cifar10" else 1
+    model = build_model("zoo:resnet32", {"in_channels": in_ch, "num_classes": 10})
+    layers = [
+        m for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear) and n != "conv1"
+    ]
+    dense = sum(m.weight.numel() for m in layers)
+    rest = sum(p.numel() for p in model.parameters()) - dense
+    best = None
+    for rank in range(1, 65):
+        total = rest
+        for m in layers:
+            fmt = make_format(m, "tt", {"tt_cores": args.tt_cores})
+            ranks = fmt.feasible([rank] * len(fmt.full()))
+            total += min(fmt.factor_params(ranks), m.weight.numel())
+        if best is None or abs(total - target_params) < abs(best[1] - target_params):
+            best = (rank, total)
+    assert best is not None
+    return best
+
+
+def tt_stage(args, rank: int) -> dict[str, Any]:
+    return {
+        "decompose": {
+            "layers": {"*": {"format": "tt", "rank": rank, "tt_cores": args.tt_cores}},
+            "skip": ["conv1"],
+            "execution": "dense",
+            "min_saving": 0.0,
+            "finetune": finetune(args),
+        }
+    }
+
+
+def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
+    q_epochs = args.epochs if args.qat_epochs is None else args.qat_epochs
+    return [
+        share_stage(args, b, r),
+        {
+            "quantize": {
+                "method": "qat",
+                "bits": {"factors": args.bits, "weights": 8, "norms": 8},
+                "finetune": {
+                    "epochs": q_epochs,
+                    "optimizer": "adam",
+                    "lr": 0.0005,
+                    "weight_decay": 0.0,
+                },
+            }
+        },
+        {"encode": {"codec": "auto", "float_storage": "f16"}},
+    ]
+
+
+def row_of(report: dict[str, Any], method: str, setting: str) -> dict[str, Any]:
+    base = report["baseline"]
+    stage0 = report["stages"][0]
+    rec = stage0.get("record", {})
+    params = stage0["params"]
+    row = {
+        "method": method,
+        "setting": setting,
+        "params": params,
+        "pct_params": 100 * params / base["params"],
+        "acc_fit": rec.get("accuracy_fit"),
+        "acc": report["final"]["accuracy"],
+        "baseline_acc": base["accuracy"],
+        "file_bytes": report["final"]["bytes"],
+        "x_vs_fp32": report["final"]["compression_ratio"],
+        "seconds": report.get("bench_seconds"),
+    }
+    summary = rec.get("summary")
+    if summary:
+        row["pct_without_basis"] = 100 * (params - summary["basis_params"]) / base["params"]
+        row["basis_params"] = summary["basis_params"]
+        row["coefficient_params"] = summary["coefficient_params"]
+        row["fit_rel_error"] = rec["fit"]["mean_rel_error"]
+    if method == "tbasis+q":
+        q = report["stages"][1]["record"]["summary"]
+        row["acc_before_qat"] = q["accuracy_before"]
+        row.update(file_breakdown(report))
+    return row
+
+
+def file_breakdown(report: dict[str, Any]) -> dict[str, int]:
+    """Bytes of the written file by part: basis, coefficient table, header, everything else
+    (from the per-layer table of the audit)."""
+    layers = report.get("layers", [])
+    basis = sum(
+        r["bytes"] for r in layers if r["type"].startswith("TBasis+") or r["type"] == "TBasis"
+    )
+    table = sum(r["bytes"] for r in layers if r["type"].startswith("TBasisCoefficients"))
+    header = report["final"]["header_bytes"]
+    return {
+        "basis_bytes": basis,
+        "coefficient_bytes": table,
+        "header_bytes": header,
+        "rest_bytes": report["final"]["bytes"] - basis - table - header,
+    }
+
+
+def fmt_table(rows: list[dict[str, Any]]) -> str:
+    head = [
+        "method",
+        "B/R or rank",
+        "params",
+        "% params",
+        "% w/o basis",
+        "top-1 fit",
+        "top-1",
+        "file bytes",
+        "× fp32",
+        "paper (CIFAR-10)",
+    ]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        paper = PAPER.get(r["setting"]) if r["method"] == "tbasis" else None
+        cells = [
+            r["method"],
+            r["setting"],
+            f"{r['params']:,}",
+            f"{r['pct_params']:.2f}",
+            f"{r['pct_without_basis']:.2f}" if "pct_without_basis" in r else "",
+            f"{100 * r['acc_fit']:.2f}" if r.get("acc_fit") is not None else "",
+            f"{100 * r['acc']:.2f}",
+            f"{r['file_bytes']:,}",
+            f"{r['x_vs_fp32']:.1f}",
+            f"{paper[0]}% at {paper[1]}%" if paper else "",
+        ]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = [tuple(int(v) for v in s.split("/")) for s in args.settings.split(",") if s]
+    quantized = [tuple(int(v) for v in s.split("/")) for s in args.quantize.split(",") if s]
+    rows: list[dict[str, Any]] = []
+    print(
+        f"# ResNet-32 on {args.dataset}: {args.limit or 'all'} training samples, baseline "
+        f"{args.baseline_epochs} epochs, fine-tuning {args.epochs} epochs, mode {args.mode}, "
+        f"fit {args.fit_steps} L-BFGS steps",
+        flush=True,
+    )
+    for b, r in settings:
+        tag = f"{b}/{r}"
+        report = run_stages(args, f"tbasis-b{b}-r{r}", [share_stage(args, b, r)])
+        rows.append(row_of(report, "tbasis", tag))
+        print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
+        if not args.no_tt:
+            rank, _ = tt_rank_for(args, rows[-1]["params"])
+            report = run_stages(args, f"tt-r{rank}-d{args.tt_cores}", [tt_stage(args, rank)])
+            rows.append(row_of(report, "tt", f"r{rank}"))
+            print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
+    for b, r in quantized:
+        report = run_stages(args, f"tbasis-b{b}-r{r}-q{args.bits}", quant_stages(args, b, r))
+        rows.append(row_of(report, "tbasis+q", f"{b}/{r}"))
+        print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
+    base = rows[0] if rows else None
+    print()
+    if base:
+        print(
+            f"baseline: top-1 {100 * base['baseline_acc']:.2f}%, "
+            f"{round(base['params'] / base['pct_params'] * 100):,} params"
+        )
+    print(fmt_table(rows))
+    for r in rows:
+        if "basis_bytes" in r:
+            print(
+                f"{r['method']} {r['setting']}: {r['file_bytes']:,} B = basis {r['basis_bytes']:,}"
+                f" + coefficients {r['coefficient_bytes']:,} + header {r['header_bytes']:,} + "
+                f"rest {r['rest_bytes']:,} (top-1 before QAT {100 * r['acc_before_qat']:.2f}%)"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Re-measure every table of the README and rewrite each in place.
+
+    python tools/reproduce.py                   # every table: run its commands, rewrite README.md
+    python tools/reproduce.py --only anchors    # one table (repeatable)
+    python tools/reproduce.py --dry-run         # list the commands, run nothing
+    python tools/reproduce.py --quick           # small runs; prints tables, README untouched
+    python tools/reproduce.py --quick --readme /tmp/README.md   # ... or writes that copy
+
+Each table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README; only
+that block is replaced. A table whose tool is missing, whose command fails, or whose markers the
+README lacks is skipped with a message (the others still run). Exit status: 0 when every chosen
+table was rewritten (or printed, with --quick), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from anchors_table import MODELS
+from readme_tables import last_markdown_table, markdown_tables, md_table, replace_block
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = "python"  # replaced by sys.executable when run, shown as "python" in listings
+QUICK_SET = ("train.max_batches=20",)  # --set for recipes: short baseline, short fine-tunes
+
+Command = tuple[str, ...]
+
+
+def codecs_markdown(stdout: str) -> str:
+    """bench_codecs.py --json rows → one Markdown table."""
+    rows = json.loads(stdout[stdout.index("[") :])
+    out = []
+    for r in rows:
+        if "skipped" in r:
+            continue
+        coder = r["coder"] + (f" → {r['chosen']}" if "chosen" in r else "")
+        out.append(
+            [
+                r["source"],
+                coder,
+                f"{r['entropy_bits']:.3f}",
+                f"{r['coded_bits']:.3f}",
+                r["side_bytes"],
+                f"{r['encode_msym_s']:.1f}",
+                f"{r['decode_msym_s']:.1f}",
+                "yes" if r["exact"] else "NO",
+            ]
+        )
+    headers = ["source", "coder", "H0 bits", "coded bits", "side B", "enc M/s", "dec M/s", "exact"]
+    return md_table(headers, out)
+
+
+def markdown(stdout: str) -> str:
+    table = last_markdown_table(stdout)
+    if table is None:
+        raise ValueError("the last command printed no Markdown table")
+    return table
+
+
+@dataclass(frozen=True)
+class Table:
+    """One README table: the tools it needs, its commands (full and quick) and how the last
+    command's stdout becomes the block's Markdown."""
+
+    name: str
+    tools: tuple[str, ...]
+    commands: tuple[Command, ...]
+    quick: tuple[Command, ...]
+    extract: Callable[[str], str] = markdown
+    note: str = field(default="")
+
+
+def _tool(script: str, *args: str) -> Command:
+    return (PY, f"tools/{script}", *args)
+
+
+def _anchor_commands(quick: bool) -> tuple[Command, ...]:
+    """Every jointcomp and Deep Compression run of the anchors table, NNCodec, then the table."""
+    runs = "runs/quick" if quick else "runs"
+    cmds: list[Command] = []
+    for m in MODELS:
+        cmds += [r.command(runs, QUICK_SET if quick else ()) for r in m.runs]
+        nnc = _tool("bench_nncodec.py", "--model", m.key)
+        if quick:
+            nnc += ("--out", f"{runs}/{m.nncodec}", "--quick", "--set", *QUICK_SET)
+        cmds.append(nnc)
+    cmds.append(_tool("anchors_table.py", "--runs", runs))
+    return tuple(cmds)
+
+
+def all_tables(stdout: str) -> str:
+    tables = markdown_tables(stdout)
+    if not tables:
+        raise ValueError("the last command printed no Markdown table")
+    return "\n\n".join(tables)
+
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        "codecs",
+        ("bench_codecs.py",),
+        (_tool("bench_codecs.py", "--json"),),
+        (_tool("bench_codecs.py", "--quick", "--json"),),
+        codecs_markdown,
+    ),
+    Table(
+        "layers",
+        ("bench_layers.py",),
+        (_tool("bench_layers.py"),),
+        (_tool("bench_layers.py", "--quick"),),
+    ),
+    Table(
+        "lrs",
+        ("compare_lrs.py",),
+        (_tool("compare_lrs.py"),),
+        (_tool("compare_lrs.py", "--quick", "--out", "runs/quick/compare-lrs"),),
+    ),
+    Table(
+        "measures",
+        ("compare_measures.py",),
+        (_tool("compare_measures.py"),),
+        (_tool("compare_measures.py", "--quick", "--out", "runs/quick/compare-measures"),),
+    ),
+    Table(
+        "tbasis",
+        ("bench_tbasis.py",),
+        (_tool("bench_tbasis.py"),),
+        (_tool("bench_tbasis.py", "--quick", "--out", "runs/quick/bench-tbasis"),),
+    ),
+    Table(
+        "anchors",
+        ("bench_nncodec.py", "anchors_table.py"),
+        _anchor_commands(quick=False),
+        _anchor_commands(quick=True),
+        all_tables,
+    ),
+    Table(  # reads what the anchors table's bench_nncodec runs wrote: no measuring of its own
+        "anchor-coders",
+        ("anchors_table.py",),
+        (_tool("anchors_table.py", "--coders"),),
+        (_tool("anchors_table.py", "--coders", "--runs", "runs/quick"),),
+    ),
+)
+NAMES = tuple(t.name for t in TABLES)
+
+
+def shown(cmd: Command) -> str:
+    return shlex.join(cmd)
+
+
+def run_command(cmd: Command) -> str:
+    """Run ``cmd`` in the repository root with one torch thread; stream its output to stderr and
+    return its stdout. Raises CalledProcessError on failure."""
+    argv = [sys.executable if cmd[0] == PY else cmd[0], *cmd[1:]]
+    if cmd[0] == "jointcomp":
+        argv = [sys.executable, "-m", "jointcomp", *cmd[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            sys.stderr.write(f"    {line}")
+        rc = proc.wait()
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, argv)
+    return "".join(lines)
+
+
+def measure(table: Table, quick: bool) -> str:
+    """Run the table's commands; the block's content (table + how to reproduce it)."""
+    stdout = ""
+    for cmd in table.quick if quick else table.commands:
+        print(f"  $ {shown(cmd)}", file=sys.stderr, flush=True)
+        stdout = run_command(cmd)
+    how = f"python tools/reproduce.py --only {table.name}" + (" --quick" if quick else "")
+    return f"{table.extract(stdout)}\n\n<sub>Reproduce: `{how}`</sub>"
+
+
+def missing_tools(table: Table) -> list[str]:
+    return [t for t in table.tools if not (ROOT / "tools" / t).is_file()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--only", action="append", choices=NAMES, help="a table to redo (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="small runs; README untouched by default")
+    ap.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
+    ap.add_argument("--readme", help="the file whose tables are rewritten (default: README.md)")
+    args = ap.parse_args(argv)
+    readme = Path(args.readme) if args.readme else (None if args.quick else ROOT / "README.md")
+    chosen = [t for t in TABLES if not args.only or t.name in args.only]
+    text = readme.read_text(encoding="utf-8") if readme and readme.is_file() else None
+    ok = True
+    for table in chosen:
+        cmds = table.quick if args.quick else table.commands
+        print(f"[{table.name}]", file=sys.stderr, flush=True)
+        if args.dry_run:
+            for cmd in cmds:
+                print(f"{table.name}: {shown(cmd)}")
+            continue
+        gone = missing_tools(table)
+        if gone:
+            print(f"  skipped: tools/{', tools/'.join(gone)} not found", file=sys.stderr)
+            ok = False
+            continue
+        start = time.perf_counter()
+        try:
+            block = measure(table, args.quick)
+        except (subprocess.CalledProcessError, ValueError, OSError) as exc:
+            print(f"  skipped: {exc}", file=sys.stderr)
+            ok = False
+            continue
+        print(f"  measured in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        print(f"<!-- table:{table.name} -->\n{block}\n<!-- /table:{table.name} -->\n")
+        if text is None:
+            continue
+        try:
+            text = replace_block(text, table.name, block)
+        except (KeyError, ValueError) as exc:
+            why = exc if isinstance(exc, ValueError) else f"no <!-- table:{table.name} --> block"
+            print(f"  {readme}: {why}; printed only", file=sys.stderr)
+            ok = False
+            continue
+        readme.write_text(text, encoding="utf-8")  # after each table: a later failure keeps it
+        print(f"  rewrote the {table.name} table in {readme}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
