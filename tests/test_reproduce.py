@@ -7,13 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from jointcomp.codec import entropy_bits
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
 
 import anchors_table  # noqa: E402
 import reproduce  # noqa: E402
+from bench_nncodec import zero_context_bytes  # noqa: E402
 from readme_tables import (  # noqa: E402
     block_names,
     last_markdown_table,
@@ -175,3 +179,13 @@ def test_anchor_tables_pick_nncodec_per_jointcomp_row_and_judge_targets(tmp_path
     dc, nnc = pairs.splitlines()[2:]
     assert "| +0.20 | 0.50× | ≤ 0.67× | yes |" in dc
     assert "| +0.20 | 0.38× | ≤ 0.33× | no |" in nnc
+
+
+def test_zero_context_entropy_sees_runs_that_h0_misses() -> None:
+    runs = np.repeat(np.array([0, 3] * 500), 8)  # long runs: knowing the last symbol helps
+    switch = 1 / 8  # a run of 8 ends after each symbol with probability 1/8
+    h_switch = -(switch * np.log2(switch) + (1 - switch) * np.log2(1 - switch))
+    assert entropy_bits(runs) == 1.0
+    assert zero_context_bytes(runs) == pytest.approx(h_switch * runs.size / 8, rel=0.01)
+    iid = np.random.default_rng(0).integers(0, 2, 20_000)  # nothing to gain from context
+    assert zero_context_bytes(iid) == pytest.approx(entropy_bits(iid) * iid.size / 8, rel=0.01)

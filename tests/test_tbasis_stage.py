@@ -84,13 +84,13 @@ def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
     assert sum(t.endswith(".basis.basis") for t in tensors) == 1
     assert sum(t.endswith(".coefficients.coef") for t in tensors) == 1
     bits = {r["tensor"].rpartition(".")[2]: r["bits"] for r in rows}
-    assert bits["basis"] == bits["coef"] == 4
-    assert bits["rank_scale"] == bits["out_scale"] == 8  # the recipe's overrides
+    assert bits["basis"] == bits["coef"] == bits["rank_scale"] == 4
+    assert bits["out_scale"] == 8  # the recipe's override
 
 
 def test_batch_norms_after_shared_layers_are_folded(run_dir: Path) -> None:
     record = _stages(run_dir)["share"]["record"]
-    assert record["bn_folded"] == ["block2.1", "block3.1"]  # block1.1 follows block1.0 too
+    assert record["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
     model = open_artifact(run_dir / "model.jcz", trust=True).model
     assert isinstance(model.block2[1], torch.nn.Identity)
 
@@ -129,3 +129,15 @@ def test_coupled_layers_share_leading_rows() -> None:
     # a layer alone in its layout keeps every row to itself
     assert not set(by_name["fc"]) & {r for n, rr in by_name.items() if n != "fc" for r in rr}
     assert n_rows == len({r for rr in by_name.values() for r in rr})
+
+
+def test_checkpoint_reloads_with_one_basis_for_a_resumed_quantize(run_dir: Path) -> None:
+    """A resumed run quantizes the model read back from the share checkpoint: it must hold
+    one basis object again, so the quantizer finds it once."""
+    from jointcomp.quant import find_targets
+
+    model = open_artifact(run_dir / "checkpoints/00-share.jcz", trust=True).model
+    targets, _ = find_targets(model, set())
+    names = [t.name for t in targets]
+    assert sum(n.endswith("basis.basis") for n in names) == 1
+    assert sum(n.endswith("coefficients.coef") for n in names) == 1

@@ -101,6 +101,18 @@ def integer_sources(model: torch.nn.Module, files: list[Path]) -> dict[str, dict
     return sources
 
 
+def zero_context_bytes(q: np.ndarray) -> float:
+    """Entropy in bytes when each symbol is coded knowing whether the one before it (C order)
+    was zero: the simplest context a context-adaptive coder such as DeepCABAC can exploit."""
+    flat = q.reshape(-1).astype(np.int64)
+    ctx = np.concatenate([[0], flat[:-1] != 0])
+    bits = 0.0
+    for c in (0, 1):
+        part = flat[ctx == c]
+        bits += entropy_bits(part) * part.size if part.size else 0.0
+    return bits / 8
+
+
 def coder_rows(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """(b): per tensor and per source total: H0, jointcomp's coders, DeepCABAC, NNR stream."""
     rows = []
@@ -110,6 +122,7 @@ def coder_rows(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "tensor": "total",
             "n": 0,
             "h0_bytes": 0.0,
+            "h_zero_context_bytes": 0.0,
             "auto_bytes": 0,
             "file_bytes": 0,
             "deepcabac_bytes": 0,
@@ -123,12 +136,13 @@ def coder_rows(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "n": int(flat.size),
                 "zeros": round(float(np.mean(flat == 0)), 4),
                 "h0_bytes": round(entropy_bits(flat) * flat.size / 8, 1),
+                "h_zero_context_bytes": round(zero_context_bytes(flat), 1),
                 "auto_bytes": len(enc.data),
                 "auto_codec": enc.codec,
                 "file_bytes": spent,
                 "deepcabac_bytes": nncodec.deepcabac_bytes(q),
             }
-            for key in ("n", "h0_bytes", "auto_bytes", "deepcabac_bytes"):
+            for key in ("n", "h0_bytes", "h_zero_context_bytes", "auto_bytes", "deepcabac_bytes"):
                 total[key] += row[key]
             total["file_bytes"] = None if spent is None else total["file_bytes"] + spent
             if flat.size >= MIN_ELEMENTS:
@@ -136,6 +150,7 @@ def coder_rows(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ints = {k: np.ascontiguousarray(q, dtype=np.int32) for k, (q, _) in tensors.items()}
         total["nnr_bytes"] = len(nncodec.compress(ints, verbose=False)[0])
         total["h0_bytes"] = round(total["h0_bytes"], 1)
+        total["h_zero_context_bytes"] = round(total["h_zero_context_bytes"], 1)
         rows.append(total)
     return rows
 
@@ -172,6 +187,7 @@ def print_tables(result: dict[str, Any]) -> None:
                 r["tensor"],
                 f"{r['n']:,}",
                 f"{r['h0_bytes']:,.0f}",
+                f"{r['h_zero_context_bytes']:,.0f}",
                 f"{r['auto_bytes']:,}" + (f" ({r['auto_codec']})" if "auto_codec" in r else ""),
                 "–" if r["file_bytes"] is None else f"{r['file_bytes']:,}",
                 f"{r['deepcabac_bytes']:,}",
@@ -187,6 +203,7 @@ def print_tables(result: dict[str, Any]) -> None:
                 "tensor",
                 "n",
                 "H0",
+                "H(·|prev=0?)",
                 "jointcomp auto",
                 "in file",
                 "DeepCABAC",

@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantize", default="", help="B/R pairs to also run share→quantize→encode")
     ap.add_argument("--bits", type=int, default=4, help="bits of basis and coefficients")
     ap.add_argument("--qat-epochs", type=int, default=None, help="default: --epochs")
+    ap.add_argument(
+        "--keep-bn", action="store_true", help="quantized rows: do not fold batch norms"
+    )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
         "--quick",
@@ -162,23 +165,17 @@ def tt_stage(args, rank: int) -> dict[str, Any]:
 
 
 def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
-    q_epochs = args.epochs if args.qat_epochs is None else args.qat_epochs
-    return [
-        share_stage(args, b, r),
-        {
-            "quantize": {
-                "method": "qat",
-                "bits": {"factors": args.bits, "weights": 8, "norms": 8},
-                "finetune": {
-                    "epochs": q_epochs,
-                    "optimizer": "adam",
-                    "lr": 0.0005,
-                    "weight_decay": 0.0,
-                },
-            }
-        },
-        {"encode": {"codec": "auto", "float_storage": "f16"}},
-    ]
+    """The recipe's own share → quantize → encode, at B/R, with the bench's epochs."""
+    from jointcomp.recipe import load_recipe_data
+
+    stages = copy.deepcopy(load_recipe_data(RECIPE)["stages"])
+    share = stages[0]["share"]
+    share.update(share_stage(args, b, r)["share"])
+    share["fold_bn"] = not args.keep_bn
+    quantize = stages[1]["quantize"]
+    quantize["bits"]["factors"] = args.bits
+    quantize["finetune"]["epochs"] = args.epochs if args.qat_epochs is None else args.qat_epochs
+    return stages
 
 
 def row_of(report: dict[str, Any], method: str, setting: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Positions are coded as whichever is smaller:
   0 gaps    -- the run of zeros before each nonzero, coded by the best dense coder;
   1 bitmask -- the n-bit nonzero mask, ANS-coded (a 2-symbol model).
-Method 2 means the positions are implied (no nonzeros, or no zeros).
+Method 2 means the positions are implied (no nonzeros, or no zeros). ``bitmask=False`` always
+codes gaps (Deep Compression's relative indices, e.g. Huffman-coded with ``gap_codecs``).
 For reporting, stats also give the size of a CSR-style b-bit relative index (Deep Compression,
 b = 4, 5, 8: one entry per nonzero plus a filler entry whenever a gap overflows 2**b).
 

@@ -95,8 +95,10 @@ class LowRankPlusSparse(FactorizedModule):
     def warm_caches(self) -> None:
         super().warm_caches()
         spec = self._conv_spec
-        if self.execution == "factorized" and self.can_cache() and (
-            spec is None or spec.groups == 1
+        if (
+            self.execution == "factorized"
+            and self.can_cache()
+            and (spec is None or spec.groups == 1)
         ):
             self.cached("csr", self._csr)
 

@@ -1,11 +1,18 @@
 """Stage ``share``: weight sharing through shared tensor-ring cores (T-Basis, Obukhov et al.,
 ICML 2020). Every selected Conv2d/Linear becomes a ring of cores drawn from one basis of
 ``basis`` cores of ``rank``×``mode``×``rank``; each core costs ``basis`` coefficients plus
-``rank`` scalings. The basis and coefficients are fitted to the trained weights (TT-SVD, PCA,
-refinement), then the network is fine-tuned end to end, distilling from the original.
+``rank`` scalings (the paper's rank adaptation). Dimensions are padded until they factor into
+modes that fit ``mode``; the padding is recorded per layer.
 
-With ``coupled``, layers of identical layout (e.g. the blocks of one ResNet stage) also share
-their first ``coupled_cores`` cores' coefficients and keep the rest their own.
+The basis and coefficients are fitted to the trained weights (``jointcomp.tensor.tbasis``:
+TT-SVD of every layer, a packed or PCA start, L-BFGS on the weight error), then the network is
+fine-tuned end to end, distilling from the original. ``fold_bn`` then folds the batch norms
+after shared layers into the layers. With ``coupled``, layers of identical layout (e.g. the
+blocks of one ResNet stage) also share their first ``coupled_cores`` cores.
+
+Record: ``layers`` (per layer: shape, padded shape, padding, cores, modes, coefficient count,
+relative error of the fit), ``fit`` and ``summary`` (basis, coefficient and other parameters,
+their fp32 bytes, and the fraction of the original parameters with and without the basis).
 """
 
 from __future__ import annotations
@@ -263,6 +270,11 @@ class ShareStage(Stage):
             "basis_params": n_basis,
             "coefficient_params": n_coef,
             "rest_params": rest,
+            "padding_entries": sum(
+                m.plan.padding
+                for m in model.modules()
+                if isinstance(m, (TBasisConv2d, TBasisLinear))
+            ),
             "fraction": round(total / params_before, 5),
             "fraction_without_basis": round((total - n_basis) / params_before, 5),
             "basis_bytes_f32": 4 * n_basis,
