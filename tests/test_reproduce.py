@@ -189,3 +189,28 @@ def test_zero_context_entropy_sees_runs_that_h0_misses() -> None:
     assert zero_context_bytes(runs) == pytest.approx(h_switch * runs.size / 8, rel=0.01)
     iid = np.random.default_rng(0).integers(0, 2, 20_000)  # nothing to gain from context
     assert zero_context_bytes(iid) == pytest.approx(entropy_bits(iid) * iid.size / 8, rel=0.01)
+
+
+def test_recipes_table_reads_reports_and_never_guesses_a_missing_run(tmp_path: Path) -> None:
+    import recipes_table
+
+    report = {
+        "seconds": 41.6,
+        "stages": [{"name": "prune"}, {"name": "encode"}],
+        "baseline": {"params": 1000, "accuracy": 0.9, "latency_ms": 2.0},
+        "final": {
+            "nonzero_params": 250,
+            "accuracy": 0.8912,
+            "bytes": 400,
+            "compression_ratio": 10.0,
+            "latency_ms": 1.25,
+        },
+    }
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text(json.dumps(report))
+    lines = recipes_table.recipes_table(tmp_path, ("done", "missing")).splitlines()
+    assert lines[2] == (
+        "| `done` | prune → encode | 90.00% | 89.12% | 250 (25.0%) | 400 | 10.0× "
+        "| 2.00 → 1.25 | 42 |"
+    )
+    assert lines[3].startswith("| `missing` | not run | – |")

@@ -215,7 +215,10 @@ def coders_table(runs: Path) -> str:
                     r["source"],
                     f"{r['n']:,}",
                     f"{r['h0_bytes']:,.0f}",
-                    f"{r['h_zero_context_bytes']:,.0f}",
+                    # "–": a results.json written before bench_nncodec measured this column
+                    "–"
+                    if r.get("h_zero_context_bytes") is None
+                    else f"{r['h_zero_context_bytes']:,.0f}",
                     f"{r['auto_bytes']:,}",
                     "–" if r["file_bytes"] is None else f"{r['file_bytes']:,}",
                     f"{r['deepcabac_bytes']:,}",

@@ -5,6 +5,7 @@
     python tools/reproduce.py --dry-run         # list the commands, run nothing
     python tools/reproduce.py --quick           # small runs; prints tables, README untouched
     python tools/reproduce.py --quick --readme /tmp/README.md   # ... or writes that copy
+    python tools/reproduce.py --only anchors --last-step        # re-table runs already on disk
 
 Each table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README; only
 that block is replaced. A table whose tool is missing, whose command fails, or whose markers the
@@ -106,7 +107,36 @@ def all_tables(stdout: str) -> str:
     return "\n\n".join(tables)
 
 
+# The bundled recipes of the README's recipes table, with the overrides their rows were run with.
+RECIPE_RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("quickstart", ()),
+    ("lenet5-fashion-prune", ()),
+    ("lenet5-fashion-lrs", ()),
+    ("resnet20-fashion-budget", ("data.limit=10000",)),  # full data: hours on 2 CPU cores
+)
+
+
+def _recipe_commands(quick: bool) -> tuple[Command, ...]:
+    runs = "runs/quick" if quick else "runs"
+    cmds: list[Command] = []
+    for name, overrides in RECIPE_RUNS:
+        cmd: Command = ("jointcomp", "run", f"recipes/{name}.yaml", "--force")
+        for o in (*overrides, *(QUICK_SET if quick else ())):
+            cmd += ("--set", o)
+        if quick:
+            cmd += ("--set", f"output={runs}/{name}")
+        cmds.append(cmd)
+    cmds.append(_tool("recipes_table.py", "--runs", runs, *(n for n, _ in RECIPE_RUNS)))
+    return tuple(cmds)
+
+
 TABLES: tuple[Table, ...] = (
+    Table(
+        "recipes",
+        ("recipes_table.py",),
+        _recipe_commands(quick=False),
+        _recipe_commands(quick=True),
+    ),
     Table(
         "codecs",
         ("bench_codecs.py",),
@@ -180,10 +210,12 @@ def run_command(cmd: Command) -> str:
     return "".join(lines)
 
 
-def measure(table: Table, quick: bool) -> str:
-    """Run the table's commands; the block's content (table + how to reproduce it)."""
+def measure(table: Table, quick: bool, last_step: bool = False) -> str:
+    """Run the table's commands (only the last, which prints the table, with ``last_step``);
+    the block's content (table + how to reproduce it)."""
     stdout = ""
-    for cmd in table.quick if quick else table.commands:
+    cmds = table.quick if quick else table.commands
+    for cmd in cmds[-1:] if last_step else cmds:
         print(f"  $ {shown(cmd)}", file=sys.stderr, flush=True)
         stdout = run_command(cmd)
     how = f"python tools/reproduce.py --only {table.name}" + (" --quick" if quick else "")
@@ -201,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", choices=NAMES, help="a table to redo (repeatable)")
     ap.add_argument("--quick", action="store_true", help="small runs; README untouched by default")
     ap.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
+    ap.add_argument(
+        "--last-step",
+        action="store_true",
+        help="run only each table's last command: tables from the runs already on disk",
+    )
     ap.add_argument("--readme", help="the file whose tables are rewritten (default: README.md)")
     args = ap.parse_args(argv)
     readme = Path(args.readme) if args.readme else (None if args.quick else ROOT / "README.md")
@@ -221,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         try:
-            block = measure(table, args.quick)
+            block = measure(table, args.quick, args.last_step)
         except (subprocess.CalledProcessError, ValueError, OSError) as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             ok = False
