@@ -3,6 +3,8 @@ FormatError."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -13,7 +15,8 @@ import torch_pruning as tp
 from torch import nn
 
 from jointcomp.container import TensorChoice, open_artifact, save
-from jointcomp.container.framing import PREFIX_SIZE, pack, unpack
+from jointcomp.container.framing import MAGIC, PREFIX_SIZE, pack, unpack
+from jointcomp.container.header_dict import HEADER_DICT, HEADER_DICT_ADLER32
 from jointcomp.errors import FormatError, ModelError
 from jointcomp.models import build_model
 from jointcomp.stages.prune import attention_heads
@@ -168,7 +171,10 @@ def test_resealed_malicious_headers_are_rejected() -> None:
             **base,
             "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain", "b": 0, "k": 0}],
         },
-        "does not match the model": base,
+        "does not match the model": {
+            **base,
+            "tensors": [{"n": "fc9.weight", "s": [0], "d": "f32", "c": "plain", "b": 0, "k": 0}],
+        },
         "not registered": {
             **base,
             "model": {"builder": "zoo:lenet300", "kwargs": {}, "edits": [["fc1", "Evil", {}]]},
@@ -198,10 +204,32 @@ def test_wrong_magic_and_version() -> None:
 
 def test_header_is_deflated_json_with_crc() -> None:
     image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
-    _, _, _, length, crc = struct.unpack_from("<8sHHII", image, 0)
+    _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
-    assert zlib.crc32(header) == crc
-    assert zlib.decompress(header).startswith(b'{"model"')
+    assert (major, minor) == (1, 1) and zlib.crc32(header) == crc
+    inflater = zlib.decompressobj(zdict=HEADER_DICT)
+    assert inflater.decompress(header).startswith(b'{"model"')
+
+
+def test_header_dictionary_is_frozen_and_version_1_0_files_still_open() -> None:
+    # a file written with another dictionary could not be read: it must never change in 1.1
+    assert zlib.adler32(HEADER_DICT) == HEADER_DICT_ADLER32 == 2298034909
+    header = {"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}
+    body = zlib.compress(json.dumps(header).encode(), 9)  # 1.0: plain DEFLATE, no dictionary
+    image = struct.pack("<8sHHII", MAGIC, 1, 0, len(body), zlib.crc32(body)) + body
+    image += hashlib.sha256(image).digest()
+    assert unpack(image).header == header
+    assert len(pack(header, [])) < len(image)  # the dictionary pays even on a tiny header
+
+
+def test_newer_minor_version_says_upgrade() -> None:
+    header = json.dumps({"model": {}, "tensors": []}).encode()
+    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, b"another dict")
+    body = other.compress(header) + other.flush()
+    image = struct.pack("<8sHHII", MAGIC, 1, 7, len(body), zlib.crc32(body)) + body
+    image += hashlib.sha256(image).digest()
+    with pytest.raises(FormatError, match="format 1.7, newer than .* upgrade jointcomp"):
+        unpack(image)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -246,6 +274,28 @@ def test_quantized_and_codebook_tensors_round_trip(tmp_path: Path) -> None:
     assert int_bytes < 0.6 * model.conv2.weight.numel()
 
 
+def test_all_zero_tensors_need_no_entry_and_negative_zero_is_kept(tmp_path: Path) -> None:
+    """Tensors that the rebuilt module already has right (every bit zero, same shape) are left
+    out of the table and come back bit for bit; -0.0 is not +0.0 and is stored."""
+    from jointcomp.nn.quantized import IntQuantized, attach
+
+    model = build_model("zoo:lenet300", {}).eval()
+    with torch.no_grad():
+        model.fc1.bias.zero_()
+        model.fc2.bias.fill_(-0.0)
+    w = model.fc3.weight.detach()
+    attach(model.fc3, "weight", IntQuantized.from_ints(torch.round(w / 0.01), 0.01, bits=8))
+    report = save(tmp_path / "z.jcz", model, "zoo:lenet300", {})
+    names = {e["n"] for e in report.entries}
+    assert "fc1.bias" not in names and "fc2.bias" in names
+    assert "fc3.parametrizations.weight.0.zero_point" not in names  # symmetric: 0
+    assert "fc3.parametrizations.weight.original" not in names  # an empty placeholder
+    loaded = open_artifact(tmp_path / "z.jcz").model
+    for (n1, t1), (n2, t2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and t1.dtype == t2.dtype and torch.equal(t1.view(-1), t2.view(-1))
+    assert torch.signbit(loaded.fc2.bias).all() and not torch.signbit(loaded.fc1.bias).any()
+
+
 def test_parametrization_types_are_allow_listed() -> None:
     header = {
         "model": {
@@ -257,3 +307,19 @@ def test_parametrization_types_are_allow_listed() -> None:
     }
     with pytest.raises(FormatError, match="not a parametrization type"):
         open_artifact(pack(header, []))
+
+
+def test_each_layer_payload_has_one_crc_that_names_its_tensors(tmp_path: Path) -> None:
+    model = build_model("zoo:lenet300", {}).eval()
+    report = save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+    sealed = [e["n"] for e in report.entries if "k" in e]
+    assert sealed == ["fc1.bias", "fc2.bias", "fc3.bias"]  # weight + bias: one run per layer
+    image = bytearray((tmp_path / "m.jcz").read_bytes())
+    frame = unpack(bytes(image))
+    offset = len(image) - 32 - len(frame.payload) + 5  # a byte of fc1.weight
+    image[offset] ^= 0x10
+    body = bytes(image[:-32])
+    with pytest.raises(
+        FormatError, match=r"CRC32 mismatch in tensor\(s\) 'fc1.weight' … 'fc1.bias'"
+    ):
+        open_artifact(body + hashlib.sha256(body).digest())

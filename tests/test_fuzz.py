@@ -15,6 +15,8 @@ import torch
 
 from jointcomp.container import TensorChoice, open_artifact, save
 from jointcomp.container.framing import PREFIX_SIZE, pack
+from jointcomp.container.header_dict import HEADER_DICT
+from jointcomp.container.tensors import seal_runs
 from jointcomp.errors import FormatError
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import Codebook, IntQuantized, attach
@@ -84,16 +86,19 @@ def test_every_truncation(image: bytes) -> None:
 
 def _parts(image: bytes) -> tuple[dict, bytes]:
     _, _, _, h_len, _ = struct.unpack_from("<8sHHII", image, 0)
-    header = json.loads(zlib.decompress(image[PREFIX_SIZE : PREFIX_SIZE + h_len]))
+    inflater = zlib.decompressobj(zdict=HEADER_DICT)
+    header = json.loads(inflater.decompress(image[PREFIX_SIZE : PREFIX_SIZE + h_len]))
     return header, image[PREFIX_SIZE + h_len : -32]
 
 
 def _reseal(header: dict, payload: bytes) -> bytes:
     """Recompute every payload CRC and the file's checksums, as a malicious writer would."""
-    offset = 0
+    offset, pieces = 0, []
     for entry in header["tensors"]:
-        entry["k"] = zlib.crc32(payload[offset : offset + entry["b"]])
+        pieces.append(payload[offset : offset + entry["b"]])
         offset += entry["b"]
+        entry.pop("k", None)
+    seal_runs(header["tensors"], pieces)
     return pack(header, [payload])
 
 

@@ -196,7 +196,7 @@ def test_recipes_table_reads_reports_and_never_guesses_a_missing_run(tmp_path: P
 
     report = {
         "seconds": 41.6,
-        "stages": [{"name": "prune"}, {"name": "encode"}],
+        "stages": [{"name": "prune", "seconds": 40.1}, {"name": "encode", "seconds": 1.5}],
         "baseline": {"params": 1000, "accuracy": 0.9, "latency_ms": 2.0},
         "final": {
             "nonzero_params": 250,

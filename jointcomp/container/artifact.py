@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,8 +15,16 @@ from torch import nn
 
 from ..errors import FormatError, JointcompError
 from .framing import Frame, pack, unpack
-from .manifest import Manifest, describe, manifest_from_json, rebuild, tensors_to_store
-from .tensors import check_entry, decode_tensor, encode_tensor
+from .manifest import (
+    Manifest,
+    describe,
+    manifest_from_json,
+    omittable,
+    rebuild,
+    rebuild_structure,
+    tensors_to_store,
+)
+from .tensors import check_entry, check_runs, decode_tensor, encode_tensor, seal_runs
 
 MAX_TENSORS = 1 << 20
 
@@ -80,10 +89,17 @@ def encode_model(
     """The complete file image of ``model`` and a report of its tensor table."""
     reference = build_reference(builder, kwargs, trust=True)
     manifest = describe(model, builder, kwargs, reference)
+    # what load() will rebuild before it reads a single tensor: all-zero tensors it already
+    # gets right (empty parametrization originals, symmetric zero points) need no entry
+    _, built = rebuild_structure(
+        build_reference(builder, kwargs, trust=True), copy.deepcopy(manifest)
+    )
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     stats: dict[str, dict[str, Any]] = {}
     for name, tensor in tensors_to_store(model, manifest).items():
+        if omittable(tensor, built.get(name)):
+            continue
         choice = choose(name, tensor) if choose else TensorChoice()
         entry, payload, tensor_stats = encode_tensor(
             name,
@@ -95,6 +111,7 @@ def encode_model(
         entries.append(entry)
         payloads.append(payload)
         stats[name] = tensor_stats
+    seal_runs(entries, payloads)
     header = {"model": manifest.to_json(), "tensors": entries}
     if meta:
         header["meta"] = meta
@@ -165,7 +182,9 @@ def read_header(
 
 
 def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Decode every payload (offsets are the running sum of the table's lengths)."""
+    """Decode every payload (offsets are the running sum of the table's lengths), after every
+    CRC32 has been checked."""
+    check_runs(entries, frame.payload)
     tensors: dict[str, torch.Tensor] = {}
     offset = 0
     for i, entry in enumerate(entries):

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError
+from .header_dict import HEADER_DICT
 
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32
@@ -35,7 +36,8 @@ class Frame:
 def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
     """Serialize ``header`` and the concatenated ``payloads`` into a complete file image."""
     text = json.dumps(header, separators=(",", ":"), sort_keys=False, allow_nan=False)
-    compressed = zlib.compress(text.encode("utf-8"), 9)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    compressed = deflater.compress(text.encode("utf-8")) + deflater.flush()
     prefix = _PREFIX.pack(
         MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed)
     )
@@ -65,13 +67,22 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     compressed = view[PREFIX_SIZE : PREFIX_SIZE + header_len]
     if zlib.crc32(compressed) != header_crc:
         raise FormatError("header CRC32 mismatch: the header is corrupted")
-    header = _inflate_json(bytes(compressed))
+    try:
+        header = _inflate_json(bytes(compressed))
+    except FormatError as exc:
+        if minor > FORMAT_MINOR:
+            raise FormatError(
+                f"{exc}; the file is format {major}.{minor}, newer than this jointcomp's "
+                f"{FORMAT_MAJOR}.{FORMAT_MINOR}: upgrade jointcomp to read it"
+            ) from None
+        raise
     payload = view[PREFIX_SIZE + header_len : size - DIGEST_SIZE]
     return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size)
 
 
 def _inflate_json(compressed: bytes) -> dict[str, Any]:
-    inflater = zlib.decompressobj()
+    # 1.0 headers carry no dictionary id and inflate as before; 1.1 headers name HEADER_DICT's
+    inflater = zlib.decompressobj(zdict=HEADER_DICT)
     try:
         text = inflater.decompress(compressed, MAX_HEADER_BYTES)
     except zlib.error as exc:

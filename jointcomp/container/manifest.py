@@ -282,7 +282,55 @@ def manifest_from_json(data: Any) -> Manifest:
 
 def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
     """Apply the manifest's edits to ``base`` (a fresh build of its builder) and load ``tensors``
-    (already decoded, aliases excluded). Raises FormatError on any inconsistency."""
+    (already decoded, aliases excluded). A stored tensor the table omits is all zeros in the
+    shape and dtype the rebuilt module gives it (the writer omits only such tensors: see
+    ``omittable``). Raises FormatError on any inconsistency."""
+    root, expected = rebuild_structure(base, manifest)
+    stored_names = [n for n in expected if n not in manifest.ties]
+    extra = sorted(set(tensors) - set(stored_names))[:5]
+    if extra or any(t not in expected for t in manifest.ties):
+        raise FormatError(
+            f"tensor table does not match the model structure (unexpected: {extra}; "
+            f"ties: {sorted(manifest.ties)[:5]})"
+        )
+    for name in stored_names:
+        value = tensors.get(name)
+        if value is None:
+            old = expected[name]
+            value = torch.zeros(old.shape, dtype=old.dtype)
+        _assign(root, name, value, expected[name])
+    for alias, target in manifest.ties.items():
+        if target not in expected or target in manifest.ties:
+            raise FormatError(f"tie {alias!r} -> {target!r}: target is not a stored tensor")
+        owner_path, _, attr = target.rpartition(".")
+        canonical = _get(root, owner_path)
+        value = (
+            canonical._parameters.get(attr)
+            if attr in canonical._parameters
+            else canonical._buffers.get(attr)
+        )
+        _assign(root, alias, value, expected[alias], share=True)
+    return root
+
+
+def omittable(tensor: torch.Tensor, built: torch.Tensor | None) -> bool:
+    """Whether the writer may leave ``tensor`` out of the table: every bit zero (so -0.0 is
+    kept) and the same shape and dtype as ``built``, the rebuilt module's tensor there."""
+    if built is None or built.shape != tensor.shape or built.dtype != tensor.dtype:
+        return False
+    if tensor.numel() == 0:
+        return True
+    bits = tensor.detach().contiguous().reshape(-1)
+    if bits.is_floating_point() or bits.is_complex():
+        bits = bits.view(torch.uint8)
+    return not bool(bits.ne(0).any())
+
+
+def rebuild_structure(
+    base: nn.Module, manifest: Manifest
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The module of the manifest's edits, attributes and shared modules applied to ``base``,
+    with placeholder tensors, and its state dict (aliases resolved into ``manifest.ties``)."""
     root = base
     for path, type_name, config in manifest.edits:
         if type_name == PARAMETRIZE:
@@ -336,28 +384,7 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
         implied = _implied_tie(name, manifest.shared)
         if implied is not None and name not in manifest.ties:
             manifest.ties[name] = implied
-    stored_names = [n for n in expected if n not in manifest.ties]
-    if set(stored_names) != set(tensors) or any(t not in expected for t in manifest.ties):
-        missing = sorted(set(stored_names) - set(tensors))[:5]
-        extra = sorted(set(tensors) - set(stored_names))[:5]
-        raise FormatError(
-            "tensor table does not match the model structure "
-            f"(missing: {missing}; unexpected: {extra})"
-        )
-    for name in stored_names:
-        _assign(root, name, tensors[name], expected[name])
-    for alias, target in manifest.ties.items():
-        if target not in tensors:
-            raise FormatError(f"tie {alias!r} -> {target!r}: target is not a stored tensor")
-        owner_path, _, attr = target.rpartition(".")
-        canonical = _get(root, owner_path)
-        value = (
-            canonical._parameters.get(attr)
-            if attr in canonical._parameters
-            else canonical._buffers.get(attr)
-        )
-        _assign(root, alias, value, expected[alias], share=True)
-    return root
+    return root, expected
 
 
 def _assign(

@@ -98,8 +98,7 @@ def encode_tensor(
         payload = enc.data
         stats = {"side_bytes": enc.side_bytes, **enc.stats}
     entry["b"] = len(payload)
-    entry["k"] = zlib.crc32(payload)
-    return entry, payload, stats
+    return entry, payload, stats  # the writer adds "k" (CRC32) at the end of each layer's run
 
 
 def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
@@ -131,7 +130,7 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     length = entry.get("b")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise FormatError(f"{where}: invalid payload length {length!r}")
-    crc = entry.get("k")
+    crc = entry.get("k", 0)  # only the last entry of a layer's payload carries its CRC32
     if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc < 1 << 32:
         raise FormatError(f"{where}: invalid CRC32 field {crc!r}")
     if not isinstance(entry.get("c"), str):
@@ -141,13 +140,44 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     return name, shape, code, store, length
 
 
+def layer_of(name: str) -> str:
+    """The layer a stored tensor belongs to: its payload shares that layer's CRC32."""
+    owner = name.partition(".parametrizations.")[0] if ".parametrizations." in name else name
+    return owner.rpartition(".")[0]
+
+
+def seal_runs(entries: list[dict[str, Any]], payloads: list[bytes]) -> None:
+    """Give the last entry of every layer's run of entries the CRC32 of the run's bytes."""
+    crc = 0
+    for i, (entry, payload) in enumerate(zip(entries, payloads, strict=True)):
+        crc = zlib.crc32(payload, crc)
+        if i + 1 == len(entries) or layer_of(entries[i + 1]["n"]) != layer_of(entry["n"]):
+            entry["k"] = crc
+            crc = 0
+
+
+def check_runs(entries: list[dict[str, Any]], payload: memoryview) -> None:
+    """Check every run's CRC32 (before anything is decoded); the last entry must close a run,
+    so no payload byte goes unchecked."""
+    if entries and "k" not in entries[-1]:
+        raise FormatError("the tensor table's last entry carries no CRC32")
+    start, offset, first = 0, 0, None
+    for entry in entries:
+        first = first or entry["n"]
+        offset += entry["b"]
+        if "k" in entry:
+            if zlib.crc32(payload[start:offset]) != entry["k"]:
+                what = f"{first!r}" if first == entry["n"] else f"{first!r} … {entry['n']!r}"
+                raise FormatError(f"payload CRC32 mismatch in tensor(s) {what}")
+            start, first = offset, None
+
+
 def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> torch.Tensor:
-    """Rebuild the tensor of a validated entry from its payload bytes. Raises FormatError."""
+    """Rebuild the tensor of a validated entry from its payload bytes (its run's CRC32 already
+    checked by ``check_runs``). Raises FormatError."""
     name, shape, code, store, length = check_entry(entry, index)
     if len(payload) != length:
         raise FormatError(f"tensor {name!r}: payload is {len(payload)} bytes, expected {length}")
-    if zlib.crc32(payload) != entry["k"]:
-        raise FormatError(f"tensor {name!r}: payload CRC32 mismatch")
     n = math.prod(shape)
     if entry["c"] == PLAIN:
         np_dtype = np.dtype(DTYPES[store][1])

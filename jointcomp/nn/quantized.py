@@ -135,15 +135,19 @@ class IntQuantized(nn.Module):
         return torch.empty(0, dtype=value.dtype, device=value.device)
 
     def jc_config(self) -> dict[str, Any]:
-        return {
-            "shape": self.shape,
-            "bits": self.bits,
-            "signed": self.signed,
-            "narrow_range": self.narrow_range,
-            "axis": self.axis,
-            "scale_shape": self.scale_shape,
-            "zero_point_shape": self.zero_point_shape,
-        }
+        # constructor defaults are left out: the header carries one of these per quantized tensor
+        config: dict[str, Any] = {"shape": self.shape, "bits": self.bits}
+        if not self.signed:
+            config["signed"] = False
+        if self.narrow_range:
+            config["narrow_range"] = True
+        if self.axis is not None:
+            config["axis"] = self.axis
+        if self.scale_shape:
+            config["scale_shape"] = self.scale_shape
+        if self.zero_point_shape:
+            config["zero_point_shape"] = self.zero_point_shape
+        return config
 
 
 class Codebook(nn.Module):
@@ -195,7 +199,10 @@ class Codebook(nn.Module):
         return torch.empty(0, dtype=value.dtype, device=value.device)
 
     def jc_config(self) -> dict[str, Any]:
-        return {"shape": self.shape, "size": self.size, "zero_index": self.zero_index}
+        config: dict[str, Any] = {"shape": self.shape, "size": self.size}
+        if self.zero_index is not None:
+            config["zero_index"] = self.zero_index
+        return config
 
 
 def attach(module: nn.Module, tensor_name: str, parametrization: nn.Module) -> nn.Module:
