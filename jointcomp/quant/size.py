@@ -11,7 +11,8 @@ from ..nn.quantized import Codebook, IntQuantized
 def coded_bytes(p: nn.Module) -> int:
     """Payload bytes an IntQuantized or Codebook parametrization takes in the file under the
     ``encode`` stage's default choices (integers through the ``auto`` coder; scales, zero
-    points and centroids as floats, all-zero ones as sparse)."""
+    points and centroids as floats; all-zero ones are left out of the file)."""
+    from ..container.manifest import omittable
     from ..container.tensors import encode_tensor
     from ..stages.encode import EncodeParams, EncodeStage  # stages import this module
 
@@ -20,6 +21,8 @@ def coded_bytes(p: nn.Module) -> int:
     stage = EncodeStage(EncodeParams())
     total = 0
     for name, tensor in p.state_dict().items():
+        if omittable(tensor, tensor):  # a fresh build of the same config is already all zeros
+            continue
         choice = stage.choose(name, tensor, set())
         _, payload, _ = encode_tensor(
             name,
