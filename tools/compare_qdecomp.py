@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from readme_tables import md_table
 
 from jointcomp.baseline import get_baseline
 from jointcomp.data import load_data
@@ -118,6 +121,7 @@ def main() -> None:
     base_acc = evaluate(model, data.val, batch_size=500, max_batches=batches)
     print(f"{recipe.model.builder} on {spec.dataset}: baseline top-1 {100 * base_acc:.2f}%")
 
+    md_rows: list[list[str]] = []
     header = (
         f"{'layer':8} {'fmt':3} {'rank':>4} {'bits':>4} | {'err round':>9} "
         f"{'err qdec':>9} | {'top-1 round':>11} {'top-1 qdec':>10}"
@@ -157,6 +161,31 @@ def main() -> None:
                 f"{100 * acc['quantized']:>9.2f}%",
                 flush=True,
             )
+            md_rows.append(
+                [
+                    f"{name} ({fmt}, rank {rank})",
+                    str(bits),
+                    f"{err['round']:.4f}",
+                    f"{err['quantized']:.4f}",
+                    f"{100 * acc['round']:.2f}%",
+                    f"{100 * acc['quantized']:.2f}%",
+                ]
+            )
+    print()
+    print(f"baseline top-1 {100 * base_acc:.2f}%")
+    print(
+        md_table(
+            [
+                "layer",
+                "bits",
+                "rel. error, round",
+                "rel. error, quantized fit",
+                "top-1, round",
+                "top-1, quantized fit",
+            ],
+            md_rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -157,6 +157,12 @@ TABLES: tuple[Table, ...] = (
         (_tool("compare_lrs.py", "--quick", "--out", "runs/quick/compare-lrs"),),
     ),
     Table(
+        "qdecomp",
+        ("compare_qdecomp.py",),
+        (_tool("compare_qdecomp.py"),),
+        (_tool("compare_qdecomp.py", "--bits", "2", "4", "8", "--max-test", "2000"),),
+    ),
+    Table(
         "measures",
         ("compare_measures.py",),
         (_tool("compare_measures.py"),),
