@@ -210,7 +210,6 @@ def test_recipes_table_reads_reports_and_never_guesses_a_missing_run(tmp_path: P
     (tmp_path / "done" / "report.json").write_text(json.dumps(report))
     lines = recipes_table.recipes_table(tmp_path, ("done", "missing")).splitlines()
     assert lines[2] == (
-        "| `done` | prune → encode | 90.00% | 89.12% | 250 (25.0%) | 400 | 10.0× "
-        "| 2.00 → 1.25 | 42 |"
+        "| `done` | prune → encode | 90.00% | 89.12% | 250 (25.0%) | 400 | 10.0× | 42 |"
     )
     assert lines[3].startswith("| `missing` | not run | – |")

@@ -4,6 +4,7 @@
     python tools/bench_codecs.py --quick         # 100k symbols, one run each
     python tools/bench_codecs.py --json          # the same rows as a JSON list
     python tools/bench_codecs.py --weights model.safetensors   # add real quantized weights
+    python tools/bench_codecs.py --weights recipes/lenet5-fashion-joint.yaml   # its baseline
 
 Columns: n, H0 (empirical entropy, bits/symbol), coded bits/symbol (payload without side
 information), side-information bytes, encode and decode throughput (M symbols/s, median of
@@ -54,9 +55,38 @@ def synthetic_sources(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def baseline_file(recipe_path: str) -> str:
+    """The cached baseline weights of a recipe (trained first if not cached yet)."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from jointcomp.baseline import get_baseline
+    from jointcomp.data import load_data
+    from jointcomp.models import data_kwargs
+    from jointcomp.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    spec = recipe.data
+    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
+    kwargs = {
+        **data_kwargs(recipe.model.builder, data.input_shape, data.num_classes),
+        **recipe.model.kwargs,
+    }
+    model, _ = get_baseline(recipe, data, kwargs, device=torch.device("cpu"), log=lambda *_: None)
+    path = Path(tempfile.mkdtemp()) / "baseline.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
 def weight_sources(path: str) -> dict[str, np.ndarray]:
-    """Every float tensor of a safetensors file, quantized per tensor to 4 and 8 bits."""
+    """Every float tensor of a safetensors file (or of a recipe's baseline, for a .yaml),
+    quantized per tensor to 4 and 8 bits."""
     from safetensors import safe_open
+
+    if path.endswith((".yaml", ".yml")):
+        path = baseline_file(path)
 
     q4, q8 = [], []
     with safe_open(path, framework="pt") as f:  # torch handles bf16/fp16 as well
@@ -142,7 +172,10 @@ def print_targets(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="symbols per synthetic source")
-    ap.add_argument("--weights", help="a .safetensors file: its float tensors at 4 and 8 bits")
+    ap.add_argument(
+        "--weights",
+        help="a .safetensors file, or a recipe .yaml (its baseline): float tensors at 4 and 8 bits",
+    )
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ap.add_argument("--quick", action="store_true", help="100k symbols, one run each")
     ap.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")

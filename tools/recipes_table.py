@@ -4,8 +4,9 @@
     python tools/recipes_table.py --runs DIR quickstart # other folder, other recipes
 
 Every figure comes from the run's report.json: the baseline and the module decoded from the
-written model.jcz (params = nonzero parameters; latency = torch.utils.benchmark, batch 1;
-stages = the compression stages' own seconds, without baseline training and the audit).
+written model.jcz (params = nonzero parameters; stages = the compression stages' own seconds,
+without baseline training and the audit). Latency is left to tools/latency_ab.py, which times
+baseline and file interleaved: a run's single timings drift with the machine's load.
 A recipe whose report is missing is listed as not run, never guessed.
 """
 
@@ -35,17 +36,12 @@ HEADERS = [
     "nonzero params",
     "file bytes",
     "× vs fp32",
-    "latency b1 (ms)",
     "stages (s)",
 ]
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
-
-
-def _ms(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2f}"
 
 
 def row(name: str, report: dict[str, Any]) -> list[str]:
@@ -60,7 +56,6 @@ def row(name: str, report: dict[str, Any]) -> list[str]:
         f"{final['nonzero_params']:,} ({100 * kept:.1f}%)",
         f"{final['bytes']:,}",
         f"{final['compression_ratio']:.1f}×",
-        f"{_ms(base.get('latency_ms'))} → {_ms(final.get('latency_ms'))}",
         f"{sum(s.get('seconds') or 0 for s in report['stages']):.0f}",
     ]
 

@@ -140,7 +140,7 @@ TABLES: tuple[Table, ...] = (
     Table(
         "codecs",
         ("bench_codecs.py",),
-        (_tool("bench_codecs.py", "--json"),),
+        (_tool("bench_codecs.py", "--json", "--weights", "recipes/lenet5-fashion-joint.yaml"),),
         (_tool("bench_codecs.py", "--quick", "--json"),),
         codecs_markdown,
     ),
