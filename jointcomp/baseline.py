@@ -15,12 +15,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .container import write_atomic
+from .data import DataBundle, load_data
 from .errors import JointcompError
-from .models import build_model
+from .models import build_model, data_kwargs
 from .recipe import Recipe
 from .train import fit, is_main_process
 
 CACHE_VERSION = 1
+
+
+def recipe_data(recipe: Recipe) -> tuple[DataBundle, dict[str, Any]]:
+    """The recipe's data and the keyword arguments of its model builder: those the data imply
+    (input shape — the recipe's ``input_shape`` when given — and class count), then the
+    recipe's own, which win."""
+    spec = recipe.data
+    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
+    shape = tuple(recipe.model.input_shape or data.input_shape)
+    kwargs = {
+        **data_kwargs(recipe.model.builder, shape, data.num_classes),
+        **recipe.model.kwargs,
+    }
+    return data, kwargs
 
 
 def cache_dir() -> Path:

@@ -260,25 +260,11 @@ def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str 
     """Re-measure FILE (size, MACs, latency, accuracy) on the recipe's validation data."""
     from .audit import audit_file, write_reports
     from .audit.report import HEADERS, summary_rows
-    from .baseline import baseline_key, cache_dir, get_baseline
-    from .data import load_data
-    from .models import data_kwargs
+    from .baseline import baseline_key, cache_dir, get_baseline, recipe_data
     from .recipe import load_recipe
 
     recipe = load_recipe(_resolve_recipe(recipe_path), overrides)
-    data = load_data(
-        recipe.data.dataset,
-        recipe.data.root,
-        recipe.data.val_split,
-        recipe.data.seed,
-        recipe.data.limit,
-    )
-    kwargs = {
-        **data_kwargs(
-            recipe.model.builder, recipe.model.input_shape or data.input_shape, data.num_classes
-        ),
-        **recipe.model.kwargs,
-    }
+    data, kwargs = recipe_data(recipe)
     baseline = None
     cached = (cache_dir() / f"{baseline_key(recipe, kwargs)}.safetensors").is_file()
     if recipe.model.weights != "train" or cached:

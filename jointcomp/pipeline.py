@@ -21,11 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .audit import audit_run, count_params
-from .baseline import get_baseline
+from .baseline import get_baseline, recipe_data
 from .container import open_artifact, save, write_atomic
-from .data import load_data
 from .errors import JointcompError, OutputExistsError, RecipeError
-from .models import data_kwargs
 from .recipe import Recipe, StageSpec, recipe_to_data
 from .stages import STAGES, StageContext
 from .stages.encode import EncodeParams
@@ -154,19 +152,7 @@ def run(
         torch.set_num_threads(recipe.threads)
 
     t0 = time.perf_counter()
-    data = load_data(
-        recipe.data.dataset,
-        recipe.data.root,
-        recipe.data.val_split,
-        recipe.data.seed,
-        recipe.data.limit,
-        trust=True,
-    )
-    input_shape = tuple(recipe.model.input_shape or data.input_shape)
-    kwargs = {
-        **data_kwargs(recipe.model.builder, input_shape, data.num_classes),
-        **recipe.model.kwargs,
-    }
+    data, kwargs = recipe_data(recipe)
     progress = _progress(show_progress and main)
     with progress or _null():
         baseline, baseline_info = get_baseline(

@@ -62,18 +62,11 @@ def baseline_file(recipe_path: str) -> str:
     import torch
     from safetensors.torch import save_file
 
-    from jointcomp.baseline import get_baseline
-    from jointcomp.data import load_data
-    from jointcomp.models import data_kwargs
+    from jointcomp.baseline import get_baseline, recipe_data
     from jointcomp.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
-    spec = recipe.data
-    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
-    kwargs = {
-        **data_kwargs(recipe.model.builder, data.input_shape, data.num_classes),
-        **recipe.model.kwargs,
-    }
+    data, kwargs = recipe_data(recipe)
     model, _ = get_baseline(recipe, data, kwargs, device=torch.device("cpu"), log=lambda *_: None)
     path = Path(tempfile.mkdtemp()) / "baseline.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

@@ -27,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from readme_tables import md_table
 
-from jointcomp.baseline import get_baseline
-from jointcomp.data import load_data
-from jointcomp.models import data_kwargs
+from jointcomp.baseline import get_baseline, recipe_data
 from jointcomp.nn import make_format
 from jointcomp.recipe import load_recipe
 from jointcomp.tensor import (
@@ -110,16 +108,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     recipe = load_recipe(args.recipe)
-    spec = recipe.data
-    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
-    kwargs = {
-        **data_kwargs(recipe.model.builder, data.input_shape, data.num_classes),
-        **recipe.model.kwargs,
-    }
+    data, kwargs = recipe_data(recipe)
     model, _ = get_baseline(recipe, data, kwargs, device=torch.device("cpu"), log=lambda *_: None)
     batches = None if args.max_test is None else max(1, args.max_test // 500)
     base_acc = evaluate(model, data.val, batch_size=500, max_batches=batches)
-    print(f"{recipe.model.builder} on {spec.dataset}: baseline top-1 {100 * base_acc:.2f}%")
+    print(f"{recipe.model.builder} on {recipe.data.dataset}: baseline top-1 {100 * base_acc:.2f}%")
 
     md_rows: list[list[str]] = []
     header = (

@@ -13,9 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jointcomp.baseline import get_baseline
-from jointcomp.data import load_data
-from jointcomp.models import data_kwargs
+from jointcomp.baseline import get_baseline, recipe_data
 from jointcomp.recipe import Recipe, validate_recipe
 from jointcomp.stages import STAGES, StageContext
 from jointcomp.train import evaluate
@@ -73,15 +71,7 @@ def setup(raw: dict[str, Any], out_dir: str | Path) -> Bench:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     recipe = validate_recipe({**raw, "stages": []})
     torch.set_num_threads(recipe.threads or 1)
-    data = load_data(
-        recipe.data.dataset,
-        recipe.data.root,
-        recipe.data.val_split,
-        recipe.data.seed,
-        recipe.data.limit,
-    )
-    shape = tuple(recipe.model.input_shape or data.input_shape)
-    kwargs = {**data_kwargs(recipe.model.builder, shape, data.num_classes), **recipe.model.kwargs}
+    data, kwargs = recipe_data(recipe)
     baseline, _ = get_baseline(recipe, data, kwargs, device=torch.device("cpu"), log=print)
     teacher = copy.deepcopy(baseline).eval()
     for p in teacher.parameters():

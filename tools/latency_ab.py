@@ -28,21 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from jointcomp.audit.measure import latency_ms
-    from jointcomp.baseline import get_baseline
+    from jointcomp.baseline import get_baseline, recipe_data
     from jointcomp.container import open_artifact
-    from jointcomp.data import load_data
-    from jointcomp.models import data_kwargs
     from jointcomp.recipe import validate_recipe
 
     torch.set_num_threads(1)
     raw = json.loads((args.run / "recipe.json").read_text(encoding="utf-8"))
     recipe = validate_recipe(raw, raw.get("name"))
-    spec = recipe.data
-    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
-    kwargs = {
-        **data_kwargs(recipe.model.builder, data.input_shape, data.num_classes),
-        **recipe.model.kwargs,
-    }
+    data, kwargs = recipe_data(recipe)
     base, _ = get_baseline(recipe, data, kwargs, device=torch.device("cpu"), log=lambda *_: None)
     final = open_artifact(args.run / "model.jcz", trust=True).model.eval()
     x = torch.randn(args.batch, *data.input_shape)
