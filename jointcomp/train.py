@@ -268,3 +268,30 @@ def first_batches(
             break
         out.append(batch)
     return out
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str
+) -> int:
+    """Re-estimate every batch norm's running statistics on ``batches`` (their plain average;
+    no parameter changes): after weights are replaced, the old statistics describe another
+    network. Returns how many batch norms were reset."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in norms if m.track_running_stats and m.running_mean is not None]
+    if not norms or not batches:
+        return 0
+    saved = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches
+    model.train()
+    try:
+        for x, _ in batches:
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)

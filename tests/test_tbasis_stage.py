@@ -88,11 +88,24 @@ def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
     assert bits["out_scale"] == 8  # the recipe's override
 
 
-def test_batch_norms_after_shared_layers_are_folded(run_dir: Path) -> None:
-    record = _stages(run_dir)["share"]["record"]
-    assert record["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
+def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
+    """The recipe's quantize ``fold_bn: after``: QAT trains with the batch norms, then they go
+    into the T-Basis layers' output scales and biases, which are rounded to 8 bits."""
+    stages = _stages(run_dir)
+    assert "bn_folded" not in stages["share"]["record"]
+    quantize = stages["quantize"]["record"]
+    assert quantize["summary"]["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
+    rows = {r["tensor"]: r for r in quantize["layers"]}
+    assert rows["block2.0.out_scale"]["bits"] == 8 and rows["block2.0.bias"]["bits"] == 8
     model = open_artifact(run_dir / "model.jcz", trust=True).model
     assert isinstance(model.block2[1], torch.nn.Identity)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_share_fits_in_the_input_metric_and_recalibrates(run_dir: Path) -> None:
+    record = _stages(run_dir)["share"]["record"]
+    assert record["fit"]["metric"] == "inputs"
+    assert record["fit"]["mean_rel_error"] < record["fit"]["mean_rel_error_start"]
 
 
 def test_file_decodes_bit_exactly_with_one_basis(run_dir: Path) -> None:

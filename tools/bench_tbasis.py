@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mode", type=int, default=9)
     ap.add_argument("--init", default="packed", choices=["packed", "pca"], help="fit start")
     ap.add_argument("--fit-steps", type=int, default=100, help="L-BFGS steps of the fit")
+    ap.add_argument(
+        "--fit-batches", type=int, default=4, help="batches weighing the fit (0: weight error)"
+    )
     ap.add_argument("--tt-cores", type=int, default=3, help="cores of the plain TT layers")
     ap.add_argument("--no-tt", action="store_true", help="skip the plain TT rows")
     ap.add_argument("--quantize", default="", help="B/R pairs to also run share→quantize→encode")
@@ -82,8 +86,32 @@ def base_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return raw
 
 
-def run_stages(args, name: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
-    """One pipeline run; returns its report (re-used when the run already finished)."""
+def seed_first_stage(src: Path, dst: Path) -> bool:
+    """Start run ``dst`` from the finished first stage of run ``src`` (its state entry and
+    checkpoint), so a quantized row does not repeat the share + fine-tuning of its float row.
+    The pipeline's --resume then checks that the recipe and that stage are the same."""
+    state_path = src / "state.json"
+    if not state_path.is_file():
+        return False
+    state = json.loads(state_path.read_text())
+    if not state.get("stages"):
+        return False
+    first = state["stages"][0]
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / "checkpoints").mkdir(parents=True)
+    shutil.copy2(src / first["checkpoint"], dst / first["checkpoint"])
+    state["stages"] = [first]
+    (dst / "state.json").write_text(json.dumps(state, indent=1))
+    return True
+
+
+def run_stages(
+    args, name: str, stages: list[dict[str, Any]], seed_from: str | None = None
+) -> dict[str, Any]:
+    """One pipeline run; returns its report (re-used when the run already finished).
+    ``seed_from``: a run whose first stage equals this one's, to continue from."""
+    from jointcomp.errors import RecipeError
     from jointcomp.pipeline import run
     from jointcomp.recipe import validate_recipe
 
@@ -97,7 +125,15 @@ def run_stages(args, name: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
         if saved.get("bench_stages") == stages:
             return saved
     start = time.perf_counter()
-    result = run(validate_recipe(raw, name), force=True, show_progress=False)
+    recipe = validate_recipe(raw, name)
+    result = None
+    if seed_from and seed_first_stage(Path(args.out) / seed_from, Path(raw["output"])):
+        try:
+            result = run(recipe, resume=True, show_progress=False)
+        except RecipeError:  # the first stages differ after all: run from the start
+            result = None
+    if result is None:
+        result = run(recipe, force=True, show_progress=False)
     report = dict(result.report)
     report["bench_seconds"] = round(time.perf_counter() - start, 1)
     report["bench_stages"] = stages
@@ -119,6 +155,7 @@ def share_stage(args, b: int, r: int) -> dict[str, Any]:
             "coupled": args.coupled,
             "init": args.init,
             "fit_steps": args.fit_steps,
+            "fit_batches": args.fit_batches,
             "finetune": finetune(args),
         }
     }
@@ -171,8 +208,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     stages = copy.deepcopy(load_recipe_data(RECIPE)["stages"])
     share = stages[0]["share"]
     share.update(share_stage(args, b, r)["share"])
-    share["fold_bn"] = not args.keep_bn
     quantize = stages[1]["quantize"]
+    quantize["fold_bn"] = False if args.keep_bn else "after"
     quantize["bits"]["factors"] = args.bits
     quantize["finetune"]["epochs"] = args.epochs if args.qat_epochs is None else args.qat_epochs
     return stages
@@ -280,7 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row_of(report, "tt", f"r{rank}"))
             print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
     for b, r in quantized:
-        report = run_stages(args, f"tbasis-b{b}-r{r}-q{args.bits}", quant_stages(args, b, r))
+        report = run_stages(
+            args,
+            f"tbasis-b{b}-r{r}-q{args.bits}",
+            quant_stages(args, b, r),
+            seed_from=f"tbasis-b{b}-r{r}",
+        )
         rows.append(row_of(report, "tbasis+q", f"{b}/{r}"))
         print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
     base = rows[0] if rows else None

@@ -140,7 +140,13 @@ class QuantizeParams(StageParams):
         description="ptq: re-fit CP and TT layers on the grid "
         "(quantized CP-ALS / error-compensated TT-SVD) instead of rounding",
     )
-    fold_bn: bool = Field(False, description="fold batch norms into the conv before them first")
+    fold_bn: bool | Literal["after"] = Field(
+        False,
+        description="true: fold batch norms into the conv before them first (quantization sees "
+        "the folded weights); after: train with the batch norms, then fold those that follow "
+        "T-Basis layers into the layers' output scales and biases, rounded after training like "
+        "biases (the batch norms keep adapting to the quantized weights during QAT)",
+    )
     kmeans_iters: int = Field(100, ge=1)
     budget: QuantBudget | None = Field(
         None, description="choose bits per tensor to meet a coded-size target"
@@ -228,7 +234,7 @@ class QuantizeStage(Stage):
         start = time.perf_counter()
         model = model.to(ctx.device).eval()
         summary: dict[str, Any] = {"method": p.method, "accuracy_before": ctx.evaluate(model)}
-        if p.fold_bn:
+        if p.fold_bn is True:
             folded, unfolded = fold_batchnorms(model)
             summary.update(
                 bn_folded=folded, bn_not_folded=unfolded, accuracy_folded=ctx.evaluate(model)
@@ -260,6 +266,8 @@ class QuantizeStage(Stage):
                 summary["accuracy_quantized"] = ctx.evaluate(model)
                 fit = ctx.finetune(model, p.finetune, description="quantize (kmeans)")
                 summary["finetune_loss"] = fit.loss
+        if p.fold_bn == "after":
+            extras = self._fold_after(model, ctx, extras, summary)
         for target, spec in extras:  # biases / norms: rounded once training is over
             x = target.value(model).detach()
             attach(
@@ -272,6 +280,33 @@ class QuantizeStage(Stage):
         summary["accuracy_after"] = ctx.evaluate(model)
         self._record(model, ctx, plan + extras, methods, floats, summary, start)
         return model
+
+    def _fold_after(self, model, ctx, extras, summary) -> list[tuple[Target, QuantSpec]]:
+        """Fold the batch norms after T-Basis layers into the trained, quantized layers; the
+        output scales and biases that appear join the tensors rounded after training."""
+        from .share_bn import fold_batchnorms as fold_into_tbasis
+
+        model.eval()
+        folded, unfolded = fold_into_tbasis(model)
+        summary.update(bn_folded=folded, bn_not_folded=unfolded)
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        plan, new_extras, _, pinned = self._plan(model, ctx)
+        quantized = set(quantized_tensors(model))
+        alive = {t.name for t, _ in plan + new_extras}
+        kept = [(t, s) for t, s in extras if t.name in alive]
+        names = {t.name for t, _ in kept}
+        fresh = []
+        for t, s in plan + new_extras:
+            if t.name in quantized or t.name in names:
+                continue
+            if t.kind in MAIN_KINDS and t.name not in pinned:
+                # a folded output scale is a norm: norms' bits unless a layer override says
+                if p.bits.norms is None:
+                    continue
+                s = s.with_bits(p.bits.norms)
+            fresh.append((t, s))
+        ctx.log(f"folded {len(folded)} batch norm(s) after training, {len(unfolded)} left")
+        return kept + fresh
 
     def _plan(self, model: nn.Module, ctx: StageContext):
         p: QuantizeParams = self.params  # type: ignore[assignment]

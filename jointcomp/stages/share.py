@@ -28,10 +28,12 @@ from ..audit.measure import count_params
 from ..errors import ModelError
 from ..nn.tbasis import TBasis, TBasisCoefficients, TBasisConv2d, TBasisLinear
 from ..recipe import FinetuneSpec
+from ..train import recalibrate_batchnorm
 from ..tensor.tbasis import ModePlan, fit_tbasis, pad_weight, plan_modes
 from .base import Stage, StageContext, StageParams, match_any
 from .layerops import set_module
 from .share_bn import fold_batchnorms
+from .share_inputs import input_metrics
 
 
 class ShareParams(StageParams):
@@ -59,6 +61,24 @@ class ShareParams(StageParams):
     )
     fit_steps: int = Field(
         100, ge=0, description="L-BFGS steps refining basis and coefficients on the weights"
+    )
+    fit_batches: int = Field(
+        4,
+        ge=0,
+        description="training batches whose layer inputs weigh the fit: each layer's error is "
+        "that of its outputs on those inputs, not of its weights (0: fit the weights)",
+    )
+    fit_ridge: float = Field(
+        0.05,
+        ge=0,
+        description="fit_batches: share of the mean input energy added to every direction, so "
+        "directions the batches never excite still count",
+    )
+    bn_batches: int = Field(
+        16,
+        ge=0,
+        description="training batches that re-estimate the batch norms' statistics after the "
+        "fit, before fine-tuning (0: keep the original network's)",
     )
     finetune: FinetuneSpec = Field(
         default_factory=FinetuneSpec, description="end-to-end training after the fit"
@@ -104,6 +124,17 @@ class ShareStage(Stage):
                 f"saves nothing): {skipped}"
             )
         n_rows = self._assign_rows(candidates, p)
+        metrics = None
+        if p.fit_batches:
+            metrics = input_metrics(
+                model,
+                [c.name for c in candidates],
+                [c.plan for c in candidates],
+                ctx.calibration_batches(p.fit_batches),
+                ctx.device,
+                ridge=p.fit_ridge,
+                seed=ctx.seed,
+            )
         fit = fit_tbasis(
             [c.matrix for c in candidates],
             [(c.plan.out_modes, c.plan.in_modes) for c in candidates],
@@ -115,6 +146,7 @@ class ShareStage(Stage):
             init=p.init,
             steps=p.fit_steps,
             seed=ctx.seed,
+            input_metrics=metrics,
         )
         basis = TBasis(p.basis, p.rank, p.mode)
         table = TBasisCoefficients(n_rows, p.basis, p.rank)
@@ -152,11 +184,14 @@ class ShareStage(Stage):
             "block": fit.block,
             "layers_placed": fit.placed,
             "steps": p.fit_steps,
+            "metric": "inputs" if metrics is not None else "weights",
             "mean_rel_error_tt": _mean(fit.rel_error_tt),
             "mean_rel_error_start": _mean(fit.rel_error_start),
             "mean_rel_error": _mean(fit.rel_error),
             "seconds": round(time.perf_counter() - start, 2),
         }
+        if p.bn_batches:
+            recalibrate_batchnorm(model, ctx.calibration_batches(p.bn_batches), ctx.device)
         ctx.record["accuracy_fit"] = ctx.evaluate(model)
         ctx.log(
             f"{len(candidates)} layers on one basis of {p.basis}×[{p.rank},{p.mode},{p.rank}] "

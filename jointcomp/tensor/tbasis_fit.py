@@ -35,6 +35,17 @@ class TBasisFit:
     rel_error: list[float] = field(default_factory=list)
 
 
+def _rel_error(
+    approx: torch.Tensor, w: torch.Tensor, m: torch.Tensor, s: torch.Tensor | None
+) -> torch.Tensor:
+    """‖m∘(approx − w)·s‖ / ‖m∘w·s‖: the masked error, in the metric of the layer's inputs
+    when ``s`` (a square root of their second moment) is given, else of its weights."""
+    err, ref = m * (approx - w), m * w
+    if s is not None:
+        err, ref = err @ s, ref @ s
+    return torch.linalg.vector_norm(err) / torch.linalg.vector_norm(ref)
+
+
 def _rel_errors(
     basis: torch.Tensor,
     coef: torch.Tensor,
@@ -43,12 +54,14 @@ def _rel_errors(
     masks: Sequence[torch.Tensor],
     layouts: Sequence[tuple[Sequence[int], Sequence[int]]],
     rows: Sequence[Sequence[int]],
+    metrics: Sequence[torch.Tensor | None] | None = None,
 ) -> list[torch.Tensor]:
     errs = []
-    for w, m, (om, im), rr in zip(targets, masks, layouts, rows):
+    metrics = metrics if metrics is not None else [None] * len(targets)
+    for w, m, (om, im), rr, s in zip(targets, masks, layouts, rows, metrics):
         idx = torch.as_tensor(list(rr), dtype=torch.long)
         approx = tbasis_matrix(basis, coef[idx], scale[idx], om, im)
-        errs.append(torch.linalg.vector_norm(m * (approx - w)) / torch.linalg.vector_norm(m * w))
+        errs.append(_rel_error(approx, w, m, s))
     return errs
 
 
@@ -79,11 +92,20 @@ def _match_norms(
             coef[torch.as_tensor(own)] *= (want / now) ** (1.0 / len(own))
 
 
-def _check_fit_inputs(weights, layouts, rows, masks, rank, mode) -> int:
+def _check_fit_inputs(weights, layouts, rows, masks, rank, mode, metrics=None) -> int:
     if not weights or len(layouts) != len(weights) or len(rows) != len(weights):
         raise ValueError("give one layout and one row list per weight (and at least one weight)")
     if masks is not None and len(masks) != len(weights):
         raise ValueError("give one mask per weight")
+    if metrics is not None:
+        if len(metrics) != len(weights):
+            raise ValueError("give one input metric (or None) per weight")
+        for j, (w, s) in enumerate(zip(weights, metrics)):
+            if s is not None and tuple(s.shape) != (w.shape[1], w.shape[1]):
+                raise ValueError(
+                    f"layer {j}: input metric of shape {tuple(s.shape)} does not match the "
+                    f"{w.shape[1]} columns of its weight"
+                )
     n_rows = 1 + max(r for rr in rows for r in rr)
     for j, (w, (om, im), rr) in enumerate(zip(weights, layouts, rows)):
         if len(om) != len(im) or len(rr) != len(om):
@@ -106,16 +128,15 @@ def _tt_cores(
     layouts: Sequence[tuple[Sequence[int], Sequence[int]]],
     masks: Sequence[torch.Tensor],
     rank: int,
+    metrics: Sequence[torch.Tensor | None],
 ) -> tuple[list[list[torch.Tensor]], list[float]]:
     """Balanced TT-SVD cores [r, o·i, r'] of every layer at ranks ≤ ``rank``, and their
     masked relative errors."""
     cores, errors = [], []
-    for w, m, (om, im) in zip(targets, masks, layouts):
+    for w, m, (om, im), s in zip(targets, masks, layouts, metrics):
         tt = balance_cores(tt_matrix(w, list(om), list(im), ranks=rank))
         approx = ring_matrix(tt_to_ring(tt, rank, max(o * i for o, i in zip(om, im))), om, im)
-        errors.append(
-            float(torch.linalg.vector_norm(m * (approx - w)) / torch.linalg.vector_norm(m * w))
-        )
+        errors.append(float(_rel_error(approx, w, m, s)))
         cores.append([c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt])
     return cores, errors
 
@@ -272,6 +293,7 @@ def _refine(
     layouts: Sequence[tuple[Sequence[int], Sequence[int]]],
     rows: Sequence[Sequence[int]],
     steps: int,
+    metrics: Sequence[torch.Tensor | None],
 ) -> None:
     """L-BFGS on the mean masked relative squared error of all layers (in place)."""
     opt = torch.optim.LBFGS(
@@ -286,7 +308,7 @@ def _refine(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        errs = _rel_errors(*params, targets, masks, layouts, rows)
+        errs = _rel_errors(*params, targets, masks, layouts, rows, metrics)
         loss = torch.stack([e.square() for e in errs]).mean()
         loss.backward()
         return loss
@@ -306,6 +328,7 @@ def fit_tbasis(
     init: Init = "packed",
     steps: int = 100,
     seed: int = 0,
+    input_metrics: Sequence[torch.Tensor | None] | None = None,
 ) -> TBasisFit:
     """Fit one basis and a coefficient table to trained weights.
 
@@ -327,36 +350,42 @@ def fit_tbasis(
     check_positive_int(basis_size, "basis_size")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    n_rows = _check_fit_inputs(weights, layouts, rows, masks, rank, mode)
+    n_rows = _check_fit_inputs(weights, layouts, rows, masks, rank, mode, input_metrics)
     dtype = weights[0].dtype if weights[0].is_floating_point() else torch.float32
     targets = [w.detach().to(torch.float64) for w in weights]
     masks64 = [
         (torch.ones_like(w) if masks is None else masks[j].detach().to(torch.float64))
         for j, w in enumerate(targets)
     ]
+    metrics64 = [
+        None if input_metrics is None or s is None else s.detach().to(torch.float64)
+        for s in (input_metrics or [None] * len(targets))
+    ]
     gen = torch.Generator().manual_seed(seed)
     block, placed = None, 0
     if init == "packed":
         block = packing_block(basis_size, rank, n_rows)
-        cores, rel_tt = _tt_cores(targets, layouts, masks64, block)
+        cores, rel_tt = _tt_cores(targets, layouts, masks64, block, metrics64)
         basis, coef, scale, placed = _packed_start(
             cores, rows, n_rows, basis_size, rank, mode, block, gen
         )
     else:
-        cores, rel_tt = _tt_cores(targets, layouts, masks64, rank)
+        cores, rel_tt = _tt_cores(targets, layouts, masks64, rank, metrics64)
         basis, coef, scale = _pca_start(cores, rows, n_rows, basis_size, rank, mode, gen)
     with torch.no_grad():
         if init == "pca":  # PCA leaves layers far from the span near 0, where gradients vanish
             _match_norms(basis, coef, scale, targets, masks64, layouts, rows)
-        errs = _rel_errors(basis, coef, scale, targets, masks64, layouts, rows)
+        errs = _rel_errors(basis, coef, scale, targets, masks64, layouts, rows, metrics64)
         rel_start = [float(e) for e in errs]
     # float32 from here: the start is rough, speed matters more than digits
     params = [p.to(torch.float32).contiguous().requires_grad_(True) for p in (basis, coef, scale)]
     targets32 = [w.to(torch.float32) for w in targets]
     masks32 = [m.to(torch.float32) for m in masks64]
+    metrics32 = [None if s is None else s.to(torch.float32) for s in metrics64]
     if steps > 0:
-        _refine(params, targets32, masks32, layouts, rows, steps)
+        _refine(params, targets32, masks32, layouts, rows, steps, metrics32)
     with torch.no_grad():
-        rel = [float(e) for e in _rel_errors(*params, targets32, masks32, layouts, rows)]
+        errs = _rel_errors(*params, targets32, masks32, layouts, rows, metrics32)
+        rel = [float(e) for e in errs]
     b, c, sc = (p.detach().to(dtype) for p in params)
     return TBasisFit(b, c, sc, init, block, placed, rel_tt, rel_start, rel)
