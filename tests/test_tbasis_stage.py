@@ -54,6 +54,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _recipe_quantize() -> dict:
+    from jointcomp.recipe import load_recipe_data
+
+    return load_recipe_data(RECIPE)["stages"][1]["quantize"]
+
+
 def _stages(run_dir: Path) -> dict[str, dict]:
     state = json.loads((run_dir / "state.json").read_text())
     return {s["name"]: s for s in state["stages"]}
@@ -85,7 +91,10 @@ def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
     assert sum(t.endswith(".coefficients.coef") for t in tensors) == 1
     bits = {r["tensor"].rpartition(".")[2]: r["bits"] for r in rows}
     assert bits["basis"] == bits["coef"] == bits["rank_scale"] == 4
-    assert bits["out_scale"] == 8  # the recipe's override
+    assert bits["out_scale"] == _recipe_quantize()["layers"]["*.out_scale"]["bits"]
+    grain = {r["tensor"].rpartition(".")[2]: r["granularity"] for r in rows}
+    # granularity auto: a scale per basis element, one for the whole coefficient table
+    assert grain["basis"] == "channel" and grain["coef"] == grain["rank_scale"] == "tensor"
 
 
 def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
@@ -96,7 +105,9 @@ def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
     quantize = stages["quantize"]["record"]
     assert quantize["summary"]["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
     rows = {r["tensor"]: r for r in quantize["layers"]}
-    assert rows["block2.0.out_scale"]["bits"] == 8 and rows["block2.0.bias"]["bits"] == 8
+    spec = _recipe_quantize()
+    assert rows["block2.0.out_scale"]["bits"] == spec["layers"]["*.out_scale"]["bits"]
+    assert rows["block2.0.bias"]["bits"] == spec["bits"]["biases"]
     model = open_artifact(run_dir / "model.jcz", trust=True).model
     assert isinstance(model.block2[1], torch.nn.Identity)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

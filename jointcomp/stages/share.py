@@ -5,9 +5,12 @@ ICML 2020). Every selected Conv2d/Linear becomes a ring of cores drawn from one 
 modes that fit ``mode``; the padding is recorded per layer.
 
 The basis and coefficients are fitted to the trained weights (``jointcomp.tensor.tbasis``:
-TT-SVD of every layer, a packed or PCA start, L-BFGS on the weight error), then the network is
-fine-tuned end to end, distilling from the original. ``fold_bn`` then folds the batch norms
-after shared layers into the layers. With ``coupled``, layers of identical layout (e.g. the
+TT-SVD of every layer, a packed or PCA start, L-BFGS on each layer's error in the metric of
+its inputs on ``fit_batches`` training batches, i.e. on the error of its outputs), the batch
+norms re-estimate their statistics (``bn_batches``), then the network is fine-tuned end to
+end, distilling from the original. ``fold_bn`` then folds the batch norms after shared layers
+into the layers (or leave them to ``quantize``'s ``fold_bn: after``, which folds them once
+QAT is over). With ``coupled``, layers of identical layout (e.g. the
 blocks of one ResNet stage) also share their first ``coupled_cores`` cores.
 
 Record: ``layers`` (per layer: shape, padded shape, padding, cores, modes, coefficient count,

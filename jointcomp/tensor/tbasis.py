@@ -20,7 +20,9 @@ Modes: a dimension is padded (zero rows/columns that the reconstruction slices a
 factors into d modes whose pairwise products fit n (``plan_modes``); conv kernels get their own
 cores with output mode 1. Fitting from trained weights: TT-SVD of every layer at rank R →
 ring cores, PCA (SVD) of all stacked cores → basis, least-squares coefficients, then a joint
-L-BFGS refinement of basis, coefficients and scalings on the layers' (masked) weight error.
+L-BFGS refinement of basis, coefficients and scalings on the layers' (masked) weight error,
+or, given a square root S of each layer's input second moment, on ‖(A − W)·S‖, the error of
+its outputs on those inputs.
 """
 
 from .tbasis_fit import TBasisFit, fit_tbasis
