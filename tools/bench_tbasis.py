@@ -4,14 +4,17 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py                         # Fashion-MNIST, defaults below
     python tools/bench_tbasis.py --quick                 # 2,000 samples, 1 epoch, 16/16 and 8/8
     python tools/bench_tbasis.py --dataset cifar10 --root DIR   # DIR holds the binary batches
-    python tools/bench_tbasis.py --settings 16/16,8/8 --quantize 16/16 --limit 6000 --epochs 3
+    python tools/bench_tbasis.py --settings 32/32 --no-tt --quantize ''   # one more row
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
-replaced: ``share`` (B/R, mode 9, the stem conv left dense) or ``decompose`` (TT-matrix layers
-of jointcomp.nn, one uniform rank cap chosen so the model's parameter count is closest to the
-T-Basis row's), each fine-tuned ``--epochs`` epochs with distillation from the baseline, which
+replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
+steps in each layer's input metric) or ``decompose`` (TT-matrix layers of jointcomp.nn,
+TT-SVD, one uniform rank cap chosen so the model's parameter count is closest to the T-Basis
+row's), each fine-tuned ``--epochs`` epochs with distillation from the baseline, which
 is trained once (``--baseline-epochs``) on the same ``--limit`` samples and cached. Accuracy is
-top-1 on the full test set of the file the run wrote. Reference (Obukhov et al. 2020, ResNet-32,
+top-1 on the full test set of the file the run wrote. Quantized rows (``--quantize``) run the
+recipe's quantize and encode stages (``--qat-epochs`` of QAT) on the float row's share
+checkpoint. Reference (Obukhov et al. 2020, ResNet-32,
 CIFAR-10, trained from scratch for hundreds of epochs, no quantization): 93.45% at 66% of the
 parameters (B32 R32), 90.24% at 9.5% (B16 R16), 81.35% at 2.1% (B8 R8).
 """
@@ -42,18 +45,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per row")
     ap.add_argument("--baseline-epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of fine-tuning")
-    ap.add_argument("--settings", default="32/32,16/16,8/8,4/4", help="B/R pairs")
+    ap.add_argument(
+        "--settings", default="16/16,8/8,4/4", help="B/R pairs (the paper also has 32/32)"
+    )
     ap.add_argument("--mode", type=int, default=9)
     ap.add_argument("--init", default="packed", choices=["packed", "pca"], help="fit start")
-    ap.add_argument("--fit-steps", type=int, default=100, help="L-BFGS steps of the fit")
+    ap.add_argument("--fit-steps", type=int, default=400, help="L-BFGS steps of the fit")
     ap.add_argument(
         "--fit-batches", type=int, default=4, help="batches weighing the fit (0: weight error)"
     )
     ap.add_argument("--tt-cores", type=int, default=3, help="cores of the plain TT layers")
     ap.add_argument("--no-tt", action="store_true", help="skip the plain TT rows")
-    ap.add_argument("--quantize", default="", help="B/R pairs to also run share→quantize→encode")
+    ap.add_argument(
+        "--tt-for",
+        default="16/16,8/8",
+        help="B/R settings that get a plain TT row at their parameter count ('all': every one)",
+    )
+    ap.add_argument(
+        "--quantize", default="16/16", help="B/R pairs to also run share→quantize→encode"
+    )
     ap.add_argument("--bits", type=int, default=4, help="bits of basis and coefficients")
-    ap.add_argument("--qat-epochs", type=int, default=None, help="default: --epochs")
+    ap.add_argument("--qat-epochs", type=int, default=6, help="QAT epochs of quantized rows")
     ap.add_argument(
         "--keep-bn", action="store_true", help="quantized rows: do not fold batch norms"
     )
@@ -61,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="--limit 2000 --epochs 1 --baseline-epochs 3 --settings 16/16,8/8 --fit-steps 30",
+        help="--limit 2000 --epochs 1 --baseline-epochs 3 --settings 16/16,8/8 --fit-steps 30 "
+        "--qat-epochs 1",
     )
     ap.add_argument("--out", default="runs/bench-tbasis")
     ap.add_argument("--threads", type=int, default=1)
@@ -69,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.limit, args.epochs, args.baseline_epochs = 2000, 1, 3
-        args.settings, args.fit_steps = "16/16,8/8", 30
+        args.settings, args.fit_steps, args.qat_epochs = "16/16,8/8", 30, 1
     if args.dataset == "cifar10" and not args.root:
         ap.error("--dataset cifar10 needs --root (the directory of the binary batches)")
     return args
@@ -211,7 +224,7 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     quantize = stages[1]["quantize"]
     quantize["fold_bn"] = False if args.keep_bn else "after"
     quantize["bits"]["factors"] = args.bits
-    quantize["finetune"]["epochs"] = args.epochs if args.qat_epochs is None else args.qat_epochs
+    quantize["finetune"]["epochs"] = args.qat_epochs
     return stages
 
 
@@ -311,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_stages(args, f"tbasis-b{b}-r{r}", [share_stage(args, b, r)])
         rows.append(row_of(report, "tbasis", tag))
         print(fmt_table(rows[-1:]).splitlines()[-1], flush=True)
-        if not args.no_tt:
+        if not args.no_tt and (args.tt_for == "all" or tag in args.tt_for.split(",")):
             rank, _ = tt_rank_for(args, rows[-1]["params"])
             report = run_stages(args, f"tt-r{rank}-d{args.tt_cores}", [tt_stage(args, rank)])
             rows.append(row_of(report, "tt", f"r{rank}"))

@@ -63,7 +63,7 @@ class ShareParams(StageParams):
         "top singular vectors of all TT-SVD cores at rank R, least-squares coefficients)",
     )
     fit_steps: int = Field(
-        100, ge=0, description="L-BFGS steps refining basis and coefficients on the weights"
+        400, ge=0, description="L-BFGS steps refining basis and coefficients on the weights"
     )
     fit_batches: int = Field(
         4,
