@@ -63,7 +63,10 @@ class ShareParams(StageParams):
         "top singular vectors of all TT-SVD cores at rank R, least-squares coefficients)",
     )
     fit_steps: int = Field(
-        400, ge=0, description="L-BFGS steps refining basis and coefficients on the weights"
+        400,
+        ge=0,
+        description="L-BFGS steps refining basis, coefficients and rank scalings on every "
+        "layer's error (in its input metric with fit_batches, else on its weights)",
     )
     fit_batches: int = Field(
         4,

@@ -90,8 +90,8 @@ def input_metrics(
         if n == 0:
             raise ValueError(f"layer {name} saw no input on the calibration batches")
         own = plan.in_size * plan.window
-        s = torch.zeros(plan.in_padded * plan.window, plan.in_padded * plan.window)
-        s = s.to(torch.float64)
+        cols = plan.in_padded * plan.window
+        s = torch.zeros(cols, cols, dtype=torch.float64)
         s[:own, :own] = square_root_metric(moment / n, ridge)
         out.append(s)
     return out
