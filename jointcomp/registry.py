@@ -7,6 +7,7 @@ in ``jointcomp.stages``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,32 @@ class ModuleType:
     config: ConfigFn
     build: BuildFn
     parametrization: bool = False  # used through torch.nn.utils.parametrize, not as a submodule
+    default_build: bool = True  # rebuilt as cls(**config): a left-out argument is the default
+
+    def without_defaults(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` less the arguments the constructor would take by default anyway, so a
+        header lists only what a reader must be told. For torch's and jointcomp's own layers
+        an int default also stands for a list of that int (``stride=1`` is ``[1, 1]``)."""
+        if not self.default_build:
+            return config
+        params = inspect.signature(self.cls).parameters
+        own = self.cls.__module__.startswith(("torch.nn", "jointcomp."))
+        return {k: v for k, v in config.items() if not _is_default(params.get(k), v, own)}
+
+
+def _is_default(param: inspect.Parameter | None, value: Any, pairs: bool) -> bool:
+    if param is None or param.default is inspect.Parameter.empty:
+        return False
+    default = list(param.default) if isinstance(param.default, tuple) else param.default
+    if type(default) is type(value) and default == value:
+        return True
+    return (
+        pairs
+        and type(default) is int
+        and isinstance(value, list)
+        and bool(value)
+        and all(type(v) is int and v == default for v in value)
+    )
 
 
 MODULE_TYPES: dict[str, ModuleType] = {}
@@ -43,7 +70,9 @@ def register_module(
     """Allow ``cls`` in files under ``name``. ``build`` defaults to ``cls(**config)``."""
     if name in MODULE_TYPES and MODULE_TYPES[name].cls is not cls:
         raise ValueError(f"module type name {name!r} is already registered")
-    entry = ModuleType(name, cls, config, build or (lambda cfg: cls(**cfg)), parametrization)
+    entry = ModuleType(
+        name, cls, config, build or (lambda cfg: cls(**cfg)), parametrization, build is None
+    )
     MODULE_TYPES[name] = entry
     _BY_CLASS[cls] = entry
     return entry

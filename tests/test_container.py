@@ -73,6 +73,30 @@ def test_unpruned_model_needs_no_edits(tmp_path: Path) -> None:
     assert art.manifest.edits == [] and art.manifest.attrs == []
 
 
+def test_replaced_layer_lists_only_arguments_off_their_defaults(tmp_path: Path) -> None:
+    """A layer of another type than the builder's (a CP conv for lenet5's conv2) is described
+    by the constructor arguments that differ from the defaults; the reader's constructor fills
+    in the rest and rebuilds the same layer."""
+    from jointcomp.nn.cp import CPConv2d
+    from jointcomp.registry import module_type_of
+
+    model = build_model("zoo:lenet5", {}).eval()
+    conv = model.get_submodule("conv2")
+    cp = CPConv2d(conv.in_channels, conv.out_channels, list(conv.kernel_size), 3)
+    model.conv2 = cp
+    path = tmp_path / "cp.jcz"
+    save(path, model, "zoo:lenet5", {})
+    art = open_artifact(path)
+    (edit,) = [e for e in art.manifest.edits if e[0] == "conv2"]
+    full = module_type_of(cp).config(cp)
+    assert edit[1] == "CPConv2d" and set(edit[2]) < set(full)
+    assert "stride" not in edit[2] and "groups" not in edit[2]  # 1 and [1, 1]: the defaults
+    assert module_type_of(art.model.conv2).config(art.model.conv2) == full
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), art.model(x))
+
+
 class TiedNet(nn.Module):
     """Encoder and decoder share one weight (as in tied embeddings)."""
 

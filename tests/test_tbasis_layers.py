@@ -207,7 +207,7 @@ def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
 
 
 def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path) -> None:
-    from jointcomp.stages.share_bn import fold_batchnorms
+    from jointcomp.nn.tbasis_bn import fold_batchnorms
 
     model, _, _ = shared_small_cnn()
     with torch.no_grad():

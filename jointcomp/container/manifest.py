@@ -172,12 +172,14 @@ def describe(
             ref_entry = module_type_of(ref) if ref is not None else None
             ref_config = ref_entry.config(ref) if ref_entry is entry else None
             if ref_config != config:
-                # same type as the builder's: store only the arguments that changed
-                stored = (
-                    {k: v for k, v in config.items() if ref_config.get(k, _MISSING) != v}
-                    if ref_config is not None
-                    else config
-                )
+                # same type as the builder's: store only the arguments that changed; another
+                # type: those that differ from the constructor's defaults
+                if ref_config is not None:
+                    stored = {k: v for k, v in config.items() if ref_config.get(k, _MISSING) != v}
+                else:
+                    stored = entry.without_defaults(config)
+                    if stored != config and entry.config(entry.build(stored)) != config:
+                        stored = config  # a constructor whose defaults do not round-trip
                 manifest.edits.append([path, entry.name, stored])
                 ref = entry.build(config)
                 ref_root = _set(ref_root, path, ref)

@@ -6,12 +6,15 @@ Methods: ``qat`` (brevitas quantizers with straight-through gradients, fine-tune
 distillation, then brevitas' integers exported), ``ptq`` (round to nearest on calibrated grids;
 ``refit: true`` re-fits CP and TT layers on the grid with quantized CP-ALS / TT-SVD instead),
 ``kmeans`` (Deep Compression's shared codebooks, centroids fine-tuned). Bits per kind of tensor
-and per layer pattern; optionally chosen per tensor to meet a coded-size budget.
+and per layer pattern; optionally chosen per tensor to meet a coded-size budget. T-Basis
+tables are first equalized (``equalize``: each row's and layer's magnitude moved where one
+grid per table quantizes every layer alike; ``jointcomp.quant.tbasis_equalize``).
 
 Record: ``layers`` (one row per quantized tensor: layer, tensor, kind, method, bits, scale
 granularity, params, values stored, estimated coded bytes, coded bits per stored value),
 ``float`` (tensors left float, with the reason) and ``summary`` (top-1 before, right after the
-quantizers went in, and after fine-tuning; folded batch norms; the budget's allocation).
+quantizers went in, and after fine-tuning; folded batch norms; equalized T-Basis layers; the
+budget's allocation).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 from ..audit.measure import count_params
 from ..errors import ModelError
 from ..nn.quantized import attach, quantized_tensors
+from ..nn.tbasis import shared_modules
 from ..quant import (
     QuantSpec,
     Target,
@@ -39,8 +43,9 @@ from ..quant import (
     refit_layer,
 )
 from ..quant.refit import REFITTABLE
+from ..quant.tbasis_equalize import equalize_tbasis
 from ..recipe import FinetuneSpec, Strict
-from ..train import first_batches
+from ..train import first_batches, recalibrate_batchnorm
 from .base import Stage, StageContext, StageParams, first_match, match_any
 
 Method = Literal["qat", "ptq", "kmeans"]
@@ -147,6 +152,19 @@ class QuantizeParams(StageParams):
         "T-Basis layers into the layers' output scales and biases, rounded after training like "
         "biases (the batch norms keep adapting to the quantized weights during QAT)",
     )
+    equalize: bool = Field(
+        True,
+        description="T-Basis layers: first move each coefficient row's magnitude into its "
+        "rank scaling and each layer's into the batch norm after it, so that one grid per "
+        "table quantizes every layer alike (the network computes the same function)",
+    )
+    bn_batches: int = Field(
+        16,
+        ge=0,
+        description="qat: re-estimate the batch norms' statistics on this many training "
+        "batches once the quantizers are in, so the accuracy before training is the quantized "
+        "network's (0: keep the float statistics)",
+    )
     kmeans_iters: int = Field(100, ge=1)
     budget: QuantBudget | None = Field(
         None, description="choose bits per tensor to meet a coded-size target"
@@ -240,6 +258,9 @@ class QuantizeStage(Stage):
                 bn_folded=folded, bn_not_folded=unfolded, accuracy_folded=ctx.evaluate(model)
             )
             ctx.log(f"folded {len(folded)} batch norm(s), {len(unfolded)} left")
+        if p.equalize and shared_modules(model)[1]:
+            summary["equalized"] = equalize_tbasis(model)
+            ctx.log(f"equalized {summary['equalized']['rows']} T-Basis table rows")
         plan, extras, floats, pinned = self._plan(model, ctx)
         if not plan and not extras:
             raise ModelError(
@@ -284,7 +305,7 @@ class QuantizeStage(Stage):
     def _fold_after(self, model, ctx, extras, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the trained, quantized layers; the
         output scales and biases that appear join the tensors rounded after training."""
-        from .share_bn import fold_batchnorms as fold_into_tbasis
+        from ..nn.tbasis_bn import fold_batchnorms as fold_into_tbasis
 
         model.eval()
         folded, unfolded = fold_into_tbasis(model)
@@ -396,6 +417,8 @@ class QuantizeStage(Stage):
         p: QuantizeParams = self.params  # type: ignore[assignment]
         session = QATSession(model, p.scaling)
         session.prepare(plan)
+        if p.bn_batches:
+            recalibrate_batchnorm(model, ctx.calibration_batches(p.bn_batches), ctx.device)
         summary["accuracy_quantized"] = ctx.evaluate(model)
         fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
         summary["finetune_loss"] = fit.loss

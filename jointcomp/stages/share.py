@@ -30,12 +30,12 @@ from torch import nn
 from ..audit.measure import count_params
 from ..errors import ModelError
 from ..nn.tbasis import TBasis, TBasisCoefficients, TBasisConv2d, TBasisLinear
+from ..nn.tbasis_bn import fold_batchnorms
 from ..recipe import FinetuneSpec
 from ..tensor.tbasis import ModePlan, fit_tbasis, pad_weight, plan_modes
 from ..train import recalibrate_batchnorm
 from .base import Stage, StageContext, StageParams, match_any
 from .layerops import set_module
-from .share_bn import fold_batchnorms
 from .share_inputs import input_metrics
 
 

@@ -1,6 +1,6 @@
-"""Folding the batch norms that follow T-Basis layers into the layers' per-channel output scale
-and bias (``share``'s ``fold_bn``): the file then holds no running statistics for them, and the
-quantizer sees the weights the network really uses."""
+"""The batch norms that follow T-Basis layers, and their folding into the layers' per-channel
+output scale and bias (``share``'s and ``quantize``'s ``fold_bn``): the file then holds no
+running statistics for them, and the quantizer sees the weights the network really uses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from itertools import pairwise
 
 from torch import fx, nn
 
-from ..nn.execution import FactorizedModule
-from ..nn.tbasis import TBASIS_LAYERS
+from .execution import FactorizedModule
+from .tbasis import TBASIS_LAYERS
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -19,7 +19,7 @@ class _Tracer(fx.Tracer):
         return isinstance(m, FactorizedModule) or super().is_leaf_module(m, qualname)
 
 
-def _pairs(model: nn.Module) -> list[tuple[str, str]]:
+def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(layer, batch norm) pairs where the batch norm's only input is a T-Basis layer's output
     and nothing else reads that output: from the traced graph, or, for a model fx cannot
     trace, consecutive children of an ``nn.Sequential``."""
@@ -55,7 +55,7 @@ def fold_batchnorms(model: nn.Module) -> tuple[list[str], list[dict[str, str]]]:
     """Fold every batch norm that directly follows a T-Basis layer into it (in place; the batch
     norm becomes ``nn.Identity``). Returns the folded names and the skipped with reasons."""
     folded, skipped = [], []
-    for layer_name, bn_name in _pairs(model):
+    for layer_name, bn_name in batchnorm_pairs(model):
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         try:
             layer.fold_batchnorm(bn)

@@ -1,0 +1,91 @@
+"""Gauge equalization of T-Basis tables: the network computes the same function, every
+coefficient row and every rank-scaling row ends at one max-abs, and one 4-bit grid per table
+then quantizes a small layer as finely as a large one."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from jointcomp.quant.tbasis_equalize import equalize_tbasis
+
+from .test_tbasis_layers import shared_small_cnn
+
+
+def _uneven_model() -> nn.Module:
+    """The shared small_cnn with its layers' magnitudes far apart (as a fit leaves them) and
+    batch norms whose statistics describe those magnitudes."""
+    model, _, table = shared_small_cnn(seed=1)
+    with torch.no_grad():
+        rows = model.get_submodule("block2.0").row_list
+        table.coef[rows[0]].mul_(40.0)  # a large row in one layer
+        table.rank_scale[rows[-1]].mul_(0.02)  # a small one in the same layer
+        table.rank_scale[model.get_submodule("block3.0").row_list[0]].mul_(5.0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(20):  # running statistics that match these magnitudes
+            model(torch.randn(32, 1, 8, 8))
+    return model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_equalization_keeps_the_function_and_levels_every_row() -> None:
+    model = _uneven_model()
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+    info = equalize_tbasis(model)
+    with torch.no_grad():
+        after = model(x)
+    assert _rel(after, before) < 1e-4
+    # the convs' magnitudes went into the batch norms after them; the classifier has none
+    assert info["layers"] == {"block2.0": "block2.1", "block3.0": "block3.1", "fc": "cores"}
+    table = model.fc.coefficients
+    assert torch.allclose(table.coef.abs().amax(dim=1), torch.ones(table.coef.shape[0]))
+    peaks = table.rank_scale.abs().amax(dim=1)
+    conv_rows = model.get_submodule("block2.0").row_list + model.get_submodule("block3.0").row_list
+    # every conv row sits at the classifier's level, which stays its rows' geometric mean
+    assert torch.allclose(peaks[conv_rows], torch.full((len(conv_rows),), info["level"]))
+    fc_peaks = peaks[model.fc.row_list]
+    assert torch.allclose(fc_peaks.prod() ** (1 / len(fc_peaks)), torch.tensor(info["level"]))
+
+
+def _round_tables(model: nn.Module, bits: int = 4) -> None:
+    """Per-tensor symmetric max-abs rounding of coefficients and rank scalings (what the
+    recipe's granularity gives the tables)."""
+    table = model.fc.coefficients
+    levels = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for p in (table.coef, table.rank_scale):
+            step = p.abs().max() / levels
+            p.copy_(torch.round(p / step) * step)
+    for m in model.modules():
+        if hasattr(m, "_caches"):
+            m._caches = {}
+
+
+def test_equalized_tables_quantize_each_layer_more_finely() -> None:
+    model = _uneven_model()
+    x = torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        exact = model(x)
+    plain, equalized = copy.deepcopy(model), copy.deepcopy(model)
+    equalize_tbasis(equalized)
+    _round_tables(plain)
+    _round_tables(equalized)
+    with torch.no_grad():
+        err_plain, err_eq = _rel(plain(x), exact), _rel(equalized(x), exact)
+    assert err_eq < 0.5 * err_plain
+
+
+def test_coupled_rows_are_left_in_place() -> None:
+    model, _, _ = shared_small_cnn()
+    # two layers reading one row: its magnitude cannot move into either layer's batch norm
+    model.get_submodule("block3.0").row_list[0] = model.get_submodule("block2.0").row_list[0]
+    info = equalize_tbasis(model)
+    assert info["layers"]["block2.0"] == info["layers"]["block3.0"] == "coupled"
