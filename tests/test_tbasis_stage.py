@@ -101,7 +101,8 @@ def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
 
 def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
     """The recipe's quantize ``fold_bn: after``: QAT trains with the batch norms, then they go
-    into the T-Basis layers' output scales and biases, which are rounded to 8 bits."""
+    into the T-Basis layers' output scales and biases, which train on their grids for
+    ``fold_epochs`` more epochs (or are rounded, without them)."""
     stages = _stages(run_dir)
     assert "bn_folded" not in stages["share"]["record"]
     quantize = stages["quantize"]["record"]
@@ -110,9 +111,24 @@ def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
     spec = _recipe_quantize()
     assert rows["block2.0.out_scale"]["bits"] == spec["layers"]["*.out_scale"]["bits"]
     assert rows["block2.0.bias"]["bits"] == spec["bits"]["biases"]
+    # fold_epochs: the folded scales and biases were trained on their grids, not rounded
+    trained = "qat" if spec.get("fold_epochs") else "ptq"
+    assert rows["block2.0.out_scale"]["method"] == rows["block2.0.bias"]["method"] == trained
+    assert quantize["summary"].get("fold_epochs", 0) == spec.get("fold_epochs", 0)
     model = open_artifact(run_dir / "model.jcz", trust=True).model
     assert isinstance(model.block2[1], torch.nn.Identity)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_quantize_equalizes_the_tables_first(run_dir: Path) -> None:
+    summary = _stages(run_dir)["quantize"]["record"]["summary"]
+    moved = summary["equalized"]["layers"]
+    # each conv's magnitude went into its batch norm; the classifier has none to take it
+    assert moved == {"block1.0": "block1.1", "block2.0": "block2.1", "block3.0": "block3.1"} | {
+        "fc": "cores"
+    }
+    # re-estimated batch norms: right after the quantizers go in, the network is not at chance
+    assert summary["accuracy_quantized"] > 0.15
 
 
 def test_share_fits_in_the_input_metric_and_recalibrates(run_dir: Path) -> None:

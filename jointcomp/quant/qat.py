@@ -167,7 +167,7 @@ class QATSession:
             # dense execution rebuilds the weight from the sub-layers' float weights and would
             # bypass brevitas' quantized forward: train through the factors
             if isinstance(module, FactorizedModule):
-                self.executions[path] = module.execution
+                self.executions.setdefault(path, module.execution)  # prepare may run twice
                 module.execution = "factorized"
         for target, spec in targets:
             quant = weight_quant(spec, self.scaling)

@@ -152,6 +152,13 @@ class QuantizeParams(StageParams):
         "T-Basis layers into the layers' output scales and biases, rounded after training like "
         "biases (the batch norms keep adapting to the quantized weights during QAT)",
     )
+    fold_epochs: int = Field(
+        0,
+        ge=0,
+        description="qat with fold_bn: after: fold the batch norms once QAT is over, then "
+        "train this many more epochs with the folded output scales and biases on their grids "
+        "too, so they can take fewer bits (0: round them after training instead)",
+    )
     equalize: bool = Field(
         True,
         description="T-Basis layers: first move each coefficient row's magnitude into its "
@@ -175,6 +182,8 @@ class QuantizeParams(StageParams):
 
     @model_validator(mode="after")
     def _check(self) -> QuantizeParams:
+        if self.fold_epochs and (self.method != "qat" or self.fold_bn != "after"):
+            raise ValueError("fold_epochs trains folded batch norms: use method qat, fold_bn after")
         if self.refit and self.method != "ptq":
             raise ValueError("refit re-fits factors on the grid after training: use method ptq")
         if self.method != "kmeans":
@@ -271,7 +280,9 @@ class QuantizeStage(Stage):
             plan = self._apply_budget(model, ctx, plan, pinned, summary)
         methods = {t.name: p.method for t, _ in plan}
         if p.method == "qat":
-            self._qat(model, ctx, plan, summary)
+            folded_plan = self._qat(model, ctx, plan, summary)
+            plan = plan + folded_plan
+            methods.update({t.name: "qat" for t, _ in folded_plan})
         else:
             if p.method == "ptq" and p.refit:
                 methods.update(self._refit(model, ctx, plan, summary))
@@ -302,6 +313,37 @@ class QuantizeStage(Stage):
         self._record(model, ctx, plan + extras, methods, floats, summary, start)
         return model
 
+    def _fold_and_train(self, model, ctx, session, summary) -> list[tuple[Target, QuantSpec]]:
+        """Fold the batch norms after T-Basis layers into the layers mid-QAT, put quantizers on
+        the output scales and biases that appear, and train ``fold_epochs`` more epochs."""
+        from ..nn.tbasis_bn import fold_batchnorms as fold_into_tbasis
+
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        model.eval()
+        folded, unfolded = fold_into_tbasis(model)
+        summary.update(bn_folded=folded, bn_not_folded=unfolded, fold_epochs=p.fold_epochs)
+        done = set(session.layers) | set(session.params)
+        plan, extras, _, pinned = self._plan(model, ctx)
+        fresh = []
+        for t, spec in plan + extras:
+            if t.name in done or t.module_path in done or t.module_level:
+                continue
+            if t.kind in MAIN_KINDS and t.name not in pinned:
+                if p.bits.norms is None:  # a folded output scale is a norm (see _fold_after)
+                    continue
+                spec = spec.with_bits(p.bits.norms)
+            fresh.append((t, spec))
+        session.prepare(fresh)
+        summary["accuracy_folded"] = ctx.evaluate(model)
+        ctx.log(
+            f"folded {len(folded)} batch norm(s) into their layers; training {len(fresh)} "
+            f"folded tensors on their grids for {p.fold_epochs} epoch(s)"
+        )
+        spec = p.finetune.model_copy(update={"epochs": p.fold_epochs})
+        fit = ctx.finetune(model, spec, description="quantize (qat, folded)", seed_offset=1)
+        summary["fold_finetune_loss"] = fit.loss
+        return fresh
+
     def _fold_after(self, model, ctx, extras, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the trained, quantized layers; the
         output scales and biases that appear join the tensors rounded after training."""
@@ -309,7 +351,8 @@ class QuantizeStage(Stage):
 
         model.eval()
         folded, unfolded = fold_into_tbasis(model)
-        summary.update(bn_folded=folded, bn_not_folded=unfolded)
+        if folded or "bn_folded" not in summary:  # fold_epochs folded them already
+            summary.update(bn_folded=folded, bn_not_folded=unfolded)
         p: QuantizeParams = self.params  # type: ignore[assignment]
         plan, new_extras, _, pinned = self._plan(model, ctx)
         quantized = set(quantized_tensors(model))
@@ -326,7 +369,8 @@ class QuantizeStage(Stage):
                     continue
                 s = s.with_bits(p.bits.norms)
             fresh.append((t, s))
-        ctx.log(f"folded {len(folded)} batch norm(s) after training, {len(unfolded)} left")
+        if folded:
+            ctx.log(f"folded {len(folded)} batch norm(s) after training, {len(unfolded)} left")
         return kept + fresh
 
     def _plan(self, model: nn.Module, ctx: StageContext):
@@ -411,7 +455,8 @@ class QuantizeStage(Stage):
         summary["refit_skipped"] = notes
         return methods
 
-    def _qat(self, model, ctx, plan, summary) -> None:
+    def _qat(self, model, ctx, plan, summary) -> list[tuple[Target, QuantSpec]]:
+        """QAT of ``plan``; returns the folded tensors trained after it (``fold_epochs``)."""
         from ..quant.qat import QATSession
 
         p: QuantizeParams = self.params  # type: ignore[assignment]
@@ -422,7 +467,9 @@ class QuantizeStage(Stage):
         summary["accuracy_quantized"] = ctx.evaluate(model)
         fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
         summary["finetune_loss"] = fit.loss
+        folded = self._fold_and_train(model, ctx, session, summary) if p.fold_epochs else []
         session.export()
+        return folded
 
     def _record(self, model, ctx, targets, methods, floats, summary, start) -> None:
         quantized = quantized_tensors(model)
