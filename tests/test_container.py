@@ -230,13 +230,13 @@ def test_header_is_deflated_json_with_crc() -> None:
     image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
     _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
-    assert (major, minor) == (1, 1) and zlib.crc32(header) == crc
+    assert (major, minor) == (1, 2) and zlib.crc32(header) == crc
     inflater = zlib.decompressobj(zdict=HEADER_DICT)
     assert inflater.decompress(header).startswith(b'{"model"')
 
 
 def test_header_dictionary_is_frozen_and_version_1_0_files_still_open() -> None:
-    # a file written with another dictionary could not be read: it must never change in 1.1
+    # a file written with another dictionary could not be read: it must never change in 1.x
     assert zlib.adler32(HEADER_DICT) == HEADER_DICT_ADLER32 == 2298034909
     header = {"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}
     body = zlib.compress(json.dumps(header).encode(), 9)  # 1.0: plain DEFLATE, no dictionary
@@ -333,13 +333,73 @@ def test_parametrization_types_are_allow_listed() -> None:
         open_artifact(pack(header, []))
 
 
-def test_each_layer_payload_has_one_crc_that_names_its_tensors(tmp_path: Path) -> None:
+def _as_version_1_1(image: bytes) -> bytes:
+    """The same file written as format 1.1: scalars one entry each, and every layer's run of
+    entries closed by the CRC32 of its payload bytes."""
+    frame = unpack(image)
+    header = json.loads(json.dumps(frame.header))
+    entries, payloads, offset = [], [], 0
+    for entry in header["tensors"]:
+        names = entry["n"] if isinstance(entry["n"], list) else [entry["n"]]
+        size = entry["b"] // len(names)
+        for name in names:
+            entries.append({**entry, "n": name, "b": size})
+            payloads.append(bytes(frame.payload[offset : offset + size]))
+            offset += size
+
+    def layer(name: str) -> str:
+        return name.partition(".parametrizations.")[0].rpartition(".")[0]
+
+    crc = 0
+    for i, (entry, payload) in enumerate(zip(entries, payloads, strict=True)):
+        crc = zlib.crc32(payload, crc)
+        if i + 1 == len(entries) or layer(entries[i + 1]["n"]) != layer(entry["n"]):
+            entry["k"], crc = crc, 0
+    header["tensors"] = entries
+    text = json.dumps(header, separators=(",", ":")).encode()
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    body = deflater.compress(text) + deflater.flush()
+    out = struct.pack("<8sHHII", MAGIC, 1, 1, len(body), zlib.crc32(body)) + body
+    out += b"".join(payloads)
+    return out + hashlib.sha256(out).digest()
+
+
+def test_scalars_share_one_entry_and_files_carry_no_crc(tmp_path: Path) -> None:
+    """Format 1.2: a quantized model's per-tensor scales sit in one packed entry at the end of
+    the table; the SHA-256 alone guards the payload. Opening expands them back."""
+    from jointcomp.nn.quantized import attach
+    from jointcomp.quant import QuantSpec, ptq_tensor
+
     model = build_model("zoo:lenet300", {}).eval()
-    report = save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
-    sealed = [e["n"] for e in report.entries if "k" in e]
-    assert sealed == ["fc1.bias", "fc2.bias", "fc3.bias"]  # weight + bias: one run per layer
-    image = bytearray((tmp_path / "m.jcz").read_bytes())
+    for layer in (model.fc2, model.fc3):
+        spec = QuantSpec(4, "tensor", True, True)
+        attach(layer, "weight", ptq_tensor(layer.weight.detach(), spec, None, "absmax"))
+    save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+    image = (tmp_path / "m.jcz").read_bytes()
+    table = unpack(image).header["tensors"]
+    assert not any("k" in e for e in table)
+    packed = table[-1]
+    assert packed["n"] == [
+        "fc2.parametrizations.weight.0.scale",
+        "fc3.parametrizations.weight.0.scale",
+    ]
+    assert not any(isinstance(e["n"], list) for e in table[:-1])
+    art = open_artifact(image)
+    assert "fc3.parametrizations.weight.0.scale" in [e["n"] for e in art.entries]
+    x = torch.randn(4, 784)
+    with torch.no_grad():
+        assert torch.equal(model(x), art.model(x))
+        assert torch.equal(model(x), open_artifact(_as_version_1_1(image)).model(x))
+
+
+def test_version_1_1_files_still_check_each_layer_crc(tmp_path: Path) -> None:
+    model = build_model("zoo:lenet300", {}).eval()
+    save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+    image = bytearray(_as_version_1_1((tmp_path / "m.jcz").read_bytes()))
     frame = unpack(bytes(image))
+    assert frame.minor == 1
+    sealed = [e["n"] for e in frame.header["tensors"] if "k" in e]
+    assert sealed == ["fc1.bias", "fc2.bias", "fc3.bias"]  # weight + bias: one run per layer
     offset = len(image) - 32 - len(frame.payload) + 5  # a byte of fc1.weight
     image[offset] ^= 0x10
     body = bytes(image[:-32])
@@ -347,3 +407,21 @@ def test_each_layer_payload_has_one_crc_that_names_its_tensors(tmp_path: Path) -
         FormatError, match=r"CRC32 mismatch in tensor\(s\) 'fc1.weight' … 'fc1.bias'"
     ):
         open_artifact(body + hashlib.sha256(body).digest())
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda e: e.__setitem__("b", e["b"] + 2), "need 8 bytes"),
+        (lambda e: e.__setitem__("s", [1]), "plain 0-d"),
+        (lambda e: e.__setitem__("n", []), "non-empty list"),
+        (lambda e: e.__setitem__("d", "f128"), "unknown dtype"),
+    ],
+)
+def test_malformed_packed_scalars_are_format_errors(change, message) -> None:
+    entry = {"n": ["a.scale", "b.scale", "c.scale", "d.scale"], "s": [], "d": "f32"}
+    entry.update(st="f16", c="plain", b=8)
+    change(entry)
+    header = {"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": [entry]}
+    with pytest.raises(FormatError, match=message):
+        open_artifact(pack(header, [bytes(8)]))

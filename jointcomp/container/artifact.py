@@ -24,7 +24,8 @@ from .manifest import (
     rebuild_structure,
     tensors_to_store,
 )
-from .tensors import check_entry, check_runs, decode_tensor, encode_tensor, seal_runs
+from .scalars import expand_scalars, pack_scalars
+from .tensors import check_entry, check_runs, decode_tensor, encode_tensor
 
 MAX_TENSORS = 1 << 20
 
@@ -111,11 +112,11 @@ def encode_model(
         entries.append(entry)
         payloads.append(payload)
         stats[name] = tensor_stats
-    seal_runs(entries, payloads)
-    header = {"model": manifest.to_json(), "tensors": entries}
+    table, ordered = pack_scalars(entries, payloads)
+    header = {"model": manifest.to_json(), "tensors": table}
     if meta:
         header["meta"] = meta
-    image = pack(header, payloads)
+    image = pack(header, ordered)
     payload_total = sum(len(p) for p in payloads)
     return image, WriteReport(entries, stats, len(image), len(image) - payload_total)
 
@@ -162,6 +163,10 @@ def read_header(
     entries = header.get("tensors")
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError("header: missing or oversized tensor table")
+    if frame.minor >= 2:
+        entries = expand_scalars(entries)
+        if len(entries) > MAX_TENSORS:
+            raise FormatError("header: oversized tensor table")
     total = 0
     names = set()
     for i, entry in enumerate(entries):
@@ -184,7 +189,7 @@ def read_header(
 def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Decode every payload (offsets are the running sum of the table's lengths), after every
     CRC32 has been checked."""
-    check_runs(entries, frame.payload)
+    check_runs(entries, frame.payload, frame.minor)
     tensors: dict[str, torch.Tensor] = {}
     offset = 0
     for i, entry in enumerate(entries):

@@ -16,7 +16,9 @@ from .header_dict import HEADER_DICT
 
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py
+# 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py; 1.2: scalars packed
+# into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte)
+FORMAT_MINOR = 2
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32
@@ -31,6 +33,7 @@ class Frame:
     header_bytes: int
     payload: memoryview
     file_bytes: int
+    minor: int = FORMAT_MINOR  # the file's minor version: what its table may leave out
 
 
 def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
@@ -77,11 +80,11 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
             ) from None
         raise
     payload = view[PREFIX_SIZE + header_len : size - DIGEST_SIZE]
-    return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size)
+    return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size, minor)
 
 
 def _inflate_json(compressed: bytes) -> dict[str, Any]:
-    # 1.0 headers carry no dictionary id and inflate as before; 1.1 headers name HEADER_DICT's
+    # 1.0 headers carry no dictionary id and inflate as before; 1.1+ headers name HEADER_DICT's
     inflater = zlib.decompressobj(zdict=HEADER_DICT)
     try:
         text = inflater.decompress(compressed, MAX_HEADER_BYTES)

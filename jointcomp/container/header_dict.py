@@ -42,4 +42,4 @@ HEADER_DICT: bytes = zlib.decompress(
         "37o?|2(#@U8E^i1|9*"
     )
 )
-HEADER_DICT_ADLER32 = 2298034909  # zlib's dictionary id in every 1.1 header
+HEADER_DICT_ADLER32 = 2298034909  # zlib's dictionary id in every 1.1 and 1.2 header

@@ -140,26 +140,11 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     return name, shape, code, store, length
 
 
-def layer_of(name: str) -> str:
-    """The layer a stored tensor belongs to: its payload shares that layer's CRC32."""
-    owner = name.partition(".parametrizations.")[0] if ".parametrizations." in name else name
-    return owner.rpartition(".")[0]
-
-
-def seal_runs(entries: list[dict[str, Any]], payloads: list[bytes]) -> None:
-    """Give the last entry of every layer's run of entries the CRC32 of the run's bytes."""
-    crc = 0
-    for i, (entry, payload) in enumerate(zip(entries, payloads, strict=True)):
-        crc = zlib.crc32(payload, crc)
-        if i + 1 == len(entries) or layer_of(entries[i + 1]["n"]) != layer_of(entry["n"]):
-            entry["k"] = crc
-            crc = 0
-
-
-def check_runs(entries: list[dict[str, Any]], payload: memoryview) -> None:
-    """Check every run's CRC32 (before anything is decoded); the last entry must close a run,
-    so no payload byte goes unchecked."""
-    if entries and "k" not in entries[-1]:
+def check_runs(entries: list[dict[str, Any]], payload: memoryview, minor: int) -> None:
+    """Check every run's CRC32 (before anything is decoded). Up to format 1.1 the last entry
+    must close a run, so no payload byte goes unchecked; 1.2 files carry none (their SHA-256,
+    checked first, covers every byte)."""
+    if minor < 2 and entries and "k" not in entries[-1]:
         raise FormatError("the tensor table's last entry carries no CRC32")
     start, offset, first = 0, 0, None
     for entry in entries:
