@@ -89,3 +89,35 @@ def test_coupled_rows_are_left_in_place() -> None:
     model.get_submodule("block3.0").row_list[0] = model.get_submodule("block2.0").row_list[0]
     info = equalize_tbasis(model)
     assert info["layers"]["block2.0"] == info["layers"]["block3.0"] == "coupled"
+
+
+def test_quantize_folds_every_batch_norm_and_trains_the_folded_ones(tmp_path) -> None:
+    """``fold_bn: after`` with ``fold_epochs``: the plain conv's batch norm is folded before
+    QAT, the T-Basis layers' after it, and their folded scales and biases then train on 4-bit
+    grids; no batch norm is left, and every T-Basis table was equalized first."""
+    from jointcomp.nn.quantized import quantized_tensors
+    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+
+    from .quantize_util import stage_ctx
+
+    model = _uneven_model()
+    params = QuantizeParams(
+        bits={"factors": 4, "weights": 8, "norms": 4, "biases": 4},
+        granularity="auto",
+        fold_bn="after",
+        fold_epochs=1,
+        finetune={"epochs": 1, "max_batches": 2},
+    )
+    stage = QuantizeStage(params)
+    ctx = stage_ctx(tmp_path)
+    model = stage.apply(model, ctx)
+    summary = ctx.record["summary"]
+    assert summary["bn_folded_first"] == ["block1.1"]
+    assert summary["bn_folded"] == ["block2.1", "block3.1"] and summary["fold_epochs"] == 1
+    assert set(summary["equalized"]["layers"]) == {"block2.0", "block3.0", "fc"}
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    rows = {r["tensor"]: r for r in ctx.record["layers"]}
+    for name in ("block2.0.out_scale", "block2.0.bias", "block3.0.out_scale"):
+        assert rows[name]["method"] == "qat" and rows[name]["bits"] == 4
+    q = quantized_tensors(model)
+    assert int(q["block3.0.bias"].int_repr.abs().max()) <= 7  # a signed 4-bit grid

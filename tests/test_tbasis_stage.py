@@ -107,6 +107,7 @@ def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
     assert "bn_folded" not in stages["share"]["record"]
     quantize = stages["quantize"]["record"]
     assert quantize["summary"]["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
+    assert quantize["summary"]["bn_folded_first"] == []  # small_cnn has no plain conv → BN
     rows = {r["tensor"]: r for r in quantize["layers"]}
     spec = _recipe_quantize()
     assert rows["block2.0.out_scale"]["bits"] == spec["layers"]["*.out_scale"]["bits"]

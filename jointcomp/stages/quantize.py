@@ -150,7 +150,8 @@ class QuantizeParams(StageParams):
         description="true: fold batch norms into the conv before them first (quantization sees "
         "the folded weights); after: train with the batch norms, then fold those that follow "
         "T-Basis layers into the layers' output scales and biases, rounded after training like "
-        "biases (the batch norms keep adapting to the quantized weights during QAT)",
+        "biases (the batch norms keep adapting to the quantized weights during QAT); those "
+        "after plain layers are folded first, as with true",
     )
     fold_epochs: int = Field(
         0,
@@ -267,6 +268,9 @@ class QuantizeStage(Stage):
                 bn_folded=folded, bn_not_folded=unfolded, accuracy_folded=ctx.evaluate(model)
             )
             ctx.log(f"folded {len(folded)} batch norm(s), {len(unfolded)} left")
+        elif p.fold_bn == "after":  # plain layers' batch norms now; T-Basis layers' after QAT
+            folded, _ = fold_batchnorms(model)
+            summary["bn_folded_first"] = [f["name"] for f in folded]
         if p.equalize and shared_modules(model)[1]:
             summary["equalized"] = equalize_tbasis(model)
             ctx.log(f"equalized {summary['equalized']['rows']} T-Basis table rows")
