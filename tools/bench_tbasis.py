@@ -4,7 +4,7 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py                         # Fashion-MNIST, defaults below
     python tools/bench_tbasis.py --quick                 # 2,000 samples, 1 epoch, 16/16 and 8/8
     python tools/bench_tbasis.py --dataset cifar10 --root DIR   # DIR holds the binary batches
-    python tools/bench_tbasis.py --settings 32/32 --no-tt --quantize ''   # one more row
+    python tools/bench_tbasis.py --settings 16/16 --no-tt --quantize ''   # one row
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
 replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--baseline-epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of fine-tuning")
     ap.add_argument(
-        "--settings", default="16/16,8/8,4/4", help="B/R pairs (the paper also has 32/32)"
+        "--settings", default="32/32,16/16,8/8,4/4", help="B/R pairs (the paper's four)"
     )
     ap.add_argument("--mode", type=int, default=9)
     ap.add_argument("--init", default="packed", choices=["packed", "pca"], help="fit start")
