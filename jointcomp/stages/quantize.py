@@ -320,29 +320,18 @@ class QuantizeStage(Stage):
     def _fold_and_train(self, model, ctx, session, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the layers mid-QAT, put quantizers on
         the output scales and biases that appear, and train ``fold_epochs`` more epochs."""
-        from ..nn.tbasis_bn import fold_batchnorms as fold_into_tbasis
-
         p: QuantizeParams = self.params  # type: ignore[assignment]
-        model.eval()
-        folded, unfolded = fold_into_tbasis(model)
-        summary.update(bn_folded=folded, bn_not_folded=unfolded, fold_epochs=p.fold_epochs)
+        targets, _ = self._fold_tbasis(model, ctx, summary)
+        summary["fold_epochs"] = p.fold_epochs
         done = set(session.layers) | set(session.params)
-        plan, extras, _, pinned = self._plan(model, ctx)
-        fresh = []
-        for t, spec in plan + extras:
-            if t.name in done or t.module_path in done or t.module_level:
-                continue
-            if t.kind in MAIN_KINDS and t.name not in pinned:
-                if p.bits.norms is None:  # a folded output scale is a norm (see _fold_after)
-                    continue
-                spec = spec.with_bits(p.bits.norms)
-            fresh.append((t, spec))
+        fresh = [
+            (t, spec)
+            for t, spec in targets
+            if t.name not in done and t.module_path not in done and not t.module_level
+        ]
         session.prepare(fresh)
         summary["accuracy_folded"] = ctx.evaluate(model)
-        ctx.log(
-            f"folded {len(folded)} batch norm(s) into their layers; training {len(fresh)} "
-            f"folded tensors on their grids for {p.fold_epochs} epoch(s)"
-        )
+        ctx.log(f"training {len(fresh)} folded tensors on their grids for {p.fold_epochs} epoch(s)")
         spec = p.finetune.model_copy(update={"epochs": p.fold_epochs})
         fit = ctx.finetune(model, spec, description="quantize (qat, folded)", seed_offset=1)
         summary["fold_finetune_loss"] = fit.loss
@@ -351,31 +340,34 @@ class QuantizeStage(Stage):
     def _fold_after(self, model, ctx, extras, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the trained, quantized layers; the
         output scales and biases that appear join the tensors rounded after training."""
+        targets, alive = self._fold_tbasis(model, ctx, summary)
+        kept = [(t, s) for t, s in extras if t.name in alive]
+        skip = {t.name for t, _ in kept} | set(quantized_tensors(model))
+        return kept + [(t, s) for t, s in targets if t.name not in skip]
+
+    def _fold_tbasis(self, model, ctx, summary) -> tuple[list[tuple[Target, QuantSpec]], set[str]]:
+        """Fold the batch norms after T-Basis layers into the layers (once: a second call finds
+        none) and plan the model again. Returns its targets — a folded output scale is a norm:
+        the norms' bits unless a layer override pins it, left out when those are null — and
+        the names of every target the new plan has."""
         from ..nn.tbasis_bn import fold_batchnorms as fold_into_tbasis
 
+        p: QuantizeParams = self.params  # type: ignore[assignment]
         model.eval()
         folded, unfolded = fold_into_tbasis(model)
-        if folded or "bn_folded" not in summary:  # fold_epochs folded them already
+        if folded or "bn_folded" not in summary:
             summary.update(bn_folded=folded, bn_not_folded=unfolded)
-        p: QuantizeParams = self.params  # type: ignore[assignment]
-        plan, new_extras, _, pinned = self._plan(model, ctx)
-        quantized = set(quantized_tensors(model))
-        alive = {t.name for t, _ in plan + new_extras}
-        kept = [(t, s) for t, s in extras if t.name in alive]
-        names = {t.name for t, _ in kept}
-        fresh = []
-        for t, s in plan + new_extras:
-            if t.name in quantized or t.name in names:
-                continue
+        if folded:
+            ctx.log(f"folded {len(folded)} batch norm(s) into their layers, {len(unfolded)} left")
+        plan, extras, _, pinned = self._plan(model, ctx)
+        targets = []
+        for t, spec in plan + extras:
             if t.kind in MAIN_KINDS and t.name not in pinned:
-                # a folded output scale is a norm: norms' bits unless a layer override says
                 if p.bits.norms is None:
                     continue
-                s = s.with_bits(p.bits.norms)
-            fresh.append((t, s))
-        if folded:
-            ctx.log(f"folded {len(folded)} batch norm(s) after training, {len(unfolded)} left")
-        return kept + fresh
+                spec = spec.with_bits(p.bits.norms)
+            targets.append((t, spec))
+        return targets, {t.name for t, _ in plan + extras}
 
     def _plan(self, model: nn.Module, ctx: StageContext):
         p: QuantizeParams = self.params  # type: ignore[assignment]
