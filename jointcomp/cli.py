@@ -152,15 +152,21 @@ def _entropy_bits(values: Any) -> float:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the header and table as JSON")
+@click.option(
+    "--trust",
+    is_flag=True,
+    help="allow a builder outside the allow-list (a 1.3 table's names come from its structure)",
+)
 @_friendly
-def inspect(file: str, as_json: bool) -> None:
-    """Show what is in a .jcz FILE: its model, structure and tensor table (no code is imported)."""
+def inspect(file: str, as_json: bool, trust: bool) -> None:
+    """Show what is in a .jcz FILE: its model, structure and tensor table (no code outside the
+    allow-list is imported unless --trust)."""
     from .container.artifact import decode_tensors, read_header
 
     data = Path(file).read_bytes() if Path(file).is_file() else None
     if data is None:
         raise JointcompError(f"{file}: no such file")
-    frame, manifest, entries, meta = read_header(data)
+    frame, manifest, entries, meta = read_header(data, trust=trust)
     tensors = decode_tensors(frame, entries)
     rows = []
     for e in entries:

@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from jointcomp.container import TensorChoice, open_artifact, save
+from jointcomp.container import TensorChoice, open_artifact, read_header, save
 from jointcomp.container.framing import MAGIC, PREFIX_SIZE, pack, unpack
 from jointcomp.container.header_dict import HEADER_DICT, HEADER_DICT_ADLER32
 from jointcomp.errors import FormatError, ModelError
@@ -230,7 +230,7 @@ def test_header_is_deflated_json_with_crc() -> None:
     image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
     _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
-    assert (major, minor) == (1, 2) and zlib.crc32(header) == crc
+    assert (major, minor) == (1, 3) and zlib.crc32(header) == crc
     inflater = zlib.decompressobj(zdict=HEADER_DICT)
     assert inflater.decompress(header).startswith(b'{"model"')
 
@@ -336,16 +336,13 @@ def test_parametrization_types_are_allow_listed() -> None:
 def _as_version_1_1(image: bytes) -> bytes:
     """The same file written as format 1.1: scalars one entry each, and every layer's run of
     entries closed by the CRC32 of its payload bytes."""
-    frame = unpack(image)
+    frame, _, named, _ = read_header(image)  # every name, shape and dtype, scalars one each
     header = json.loads(json.dumps(frame.header))
     entries, payloads, offset = [], [], 0
-    for entry in header["tensors"]:
-        names = entry["n"] if isinstance(entry["n"], list) else [entry["n"]]
-        size = entry["b"] // len(names)
-        for name in names:
-            entries.append({**entry, "n": name, "b": size})
-            payloads.append(bytes(frame.payload[offset : offset + size]))
-            offset += size
+    for entry in named:
+        entries.append(dict(entry))
+        payloads.append(bytes(frame.payload[offset : offset + entry["b"]]))
+        offset += entry["b"]
 
     def layer(name: str) -> str:
         return name.partition(".parametrizations.")[0].rpartition(".")[0]
@@ -379,13 +376,14 @@ def test_scalars_share_one_entry_and_files_carry_no_crc(tmp_path: Path) -> None:
     table = unpack(image).header["tensors"]
     assert not any("k" in e for e in table)
     packed = table[-1]
-    assert packed["n"] == [
+    assert isinstance(packed["n"], list) and len(packed["n"]) == 2 and packed["b"] == 2 * 4
+    assert not any(isinstance(e.get("n"), list) for e in table[:-1])
+    art = open_artifact(image)
+    names = [e["n"] for e in art.entries]
+    assert names[-2:] == [
         "fc2.parametrizations.weight.0.scale",
         "fc3.parametrizations.weight.0.scale",
     ]
-    assert not any(isinstance(e["n"], list) for e in table[:-1])
-    art = open_artifact(image)
-    assert "fc3.parametrizations.weight.0.scale" in [e["n"] for e in art.entries]
     x = torch.randn(4, 784)
     with torch.no_grad():
         assert torch.equal(model(x), art.model(x))
@@ -425,3 +423,67 @@ def test_malformed_packed_scalars_are_format_errors(change, message) -> None:
     header = {"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": [entry]}
     with pytest.raises(FormatError, match=message):
         open_artifact(pack(header, [bytes(8)]))
+
+
+def _lenet300_quantized(tmp_path: Path) -> tuple[nn.Module, bytes]:
+    from jointcomp.nn.quantized import attach
+    from jointcomp.quant import QuantSpec, ptq_tensor
+
+    model = build_model("zoo:lenet300", {}).eval()
+    for layer in (model.fc2, model.fc3):
+        spec = QuantSpec(4, "tensor", True, True)
+        attach(layer, "weight", ptq_tensor(layer.weight.detach(), spec, None, "absmax"))
+    save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
+    return model, (tmp_path / "m.jcz").read_bytes()
+
+
+def test_table_leaves_out_what_the_structure_implies(tmp_path: Path) -> None:
+    """Format 1.3: entries in state-dict order carry no name, shape or dtype (skips where the
+    writer omitted zero tensors); the header is smaller than with every name spelled out, and
+    both tables open to the same module."""
+    model, image = _lenet300_quantized(tmp_path)
+    frame, _, named, _ = read_header(image)
+    table = frame.header["tensors"]
+    assert all(not isinstance(e.get("n"), str) for e in table)
+    assert all("s" not in e and "d" not in e for e in table[:-1])
+    assert [e["n"] for e in named][:2] == ["fc1.weight", "fc1.bias"]
+    spelled = json.loads(json.dumps(frame.header))
+    spelled["tensors"] = [{**e} for e in named]  # the 1.2 way, scalars unpacked
+    explicit = pack(spelled, [bytes(frame.payload)])
+    assert len(explicit) > len(image)
+    x = torch.randn(4, 784)
+    with torch.no_grad():
+        assert torch.equal(model(x), open_artifact(image).model(x))
+        assert torch.equal(model(x), open_artifact(explicit).model(x))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda t: t[-2].__setitem__("n", 10**6), "runs past the model's"),
+        (lambda t: t[-1].__setitem__("n", [0, 10**6]), "runs past the model's"),
+        (lambda t: t[0].__setitem__("n", -1), "invalid name -1"),
+        (lambda t: t[0].__setitem__("n", True), "invalid name True"),
+        (lambda t: t[0].__setitem__("s", [3]), "fc1.weight"),
+    ],
+)
+def test_implied_names_that_lie_are_format_errors(tmp_path: Path, change, message) -> None:
+    _, image = _lenet300_quantized(tmp_path)
+    frame = unpack(image)
+    header = json.loads(json.dumps(frame.header))
+    change(header["tensors"])
+    with pytest.raises(FormatError, match=message):
+        open_artifact(pack(header, [bytes(frame.payload)]))
+
+
+def test_implied_names_need_a_trusted_builder(tmp_path: Path) -> None:
+    """The structure must be built to name a 1.3 table's tensors: refused before anything is
+    built for a builder outside the allow-list, read with trust."""
+    model = TiedNet().eval()
+    path = tmp_path / "tied.jcz"
+    save(path, model, "tests.test_container:TiedNet", {})
+    assert "n" not in unpack(path.read_bytes()).header["tensors"][0]
+    with pytest.raises(FormatError, match="not on the allow-list"):
+        read_header(path.read_bytes())
+    _, _, entries, _ = read_header(path.read_bytes(), trust=True)
+    assert [e["n"] for e in entries] == ["enc.weight", "dec.bias"]

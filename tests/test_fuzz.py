@@ -124,9 +124,10 @@ def test_resealed_header_lies_are_format_errors(image: bytes) -> None:
     header, payload = _parts(image)
     rng = random.Random(1)
     mutations = [
-        lambda e: e.__setitem__("s", [d + 1 for d in e["s"]]),
-        lambda e: e.__setitem__("s", e["s"][:-1] or [2]),
-        lambda e: e.__setitem__("d", "i32" if e["d"] != "i32" else "i8"),
+        # 1.3 tables leave out shapes and dtypes the structure implies: a lie adds one back
+        lambda e: e.__setitem__("s", [d + 1 for d in e.get("s", [0])]),
+        lambda e: e.__setitem__("s", e.get("s", [1, 1])[:-1] or [2]),
+        lambda e: e.__setitem__("d", "i32" if e.get("d") != "i32" else "i8"),
         lambda e: e.__setitem__("c", rng.choice(["ans", "huffman", "tunstall", "range", "raw"])),
         lambda e: e.__setitem__("p", {"min": 10**12, "bits": 64}),
     ]

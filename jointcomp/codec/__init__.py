@@ -18,20 +18,26 @@ from .auto import ALL_CODERS, encode_auto
 from .base import CodecError, Encoded, Infeasible, as_symbols
 from .entropy import entropy_bits
 from .huffman import HuffmanCoder
+from .range_parts import RangePartsCoder
 from .raw import RawCoder
 from .sparse import SparseCoder
 from .tunstall import TunstallCoder
 
 CODECS: tuple[str, ...] = ("auto", "raw", "huffman", "tunstall", "ans", "range", "sparse")
+# Coders that encode nothing with their default options (range_parts needs parts=k >= 2), so
+# they stay out of CODECS, whose every name must encode any array as it is.
+OPTION_CODECS: tuple[str, ...] = ("range_parts",)
 
 __all__ = [
     "CODECS",
+    "OPTION_CODECS",
     "AnsCoder",
     "CodecError",
     "Encoded",
     "HuffmanCoder",
     "Infeasible",
     "RangeCoder",
+    "RangePartsCoder",
     "RawCoder",
     "SparseCoder",
     "TunstallCoder",
@@ -44,8 +50,9 @@ __all__ = [
 def encode(symbols: np.ndarray, codec: str = "auto", **options: Any) -> Encoded:
     """Code an integer array (any dtype/shape, flattened in C order) with `codec`.
 
-    Options go to the coder's constructor (e.g. max_length=12 for huffman); for "auto" they are
-    `candidates=(...)` and per-coder option dicts, e.g. huffman={"max_length": 12}.
+    Options go to the coder's constructor (e.g. max_length=12 for huffman, parts=16 for
+    range_parts); for "auto" they are `candidates=(...)` and per-coder option dicts, e.g.
+    huffman={"max_length": 12} or range_parts={"parts": 16} (without it auto skips range_parts).
     """
     flat = as_symbols(symbols)
     if codec == "auto":
@@ -57,14 +64,14 @@ def encode(symbols: np.ndarray, codec: str = "auto", **options: Any) -> Encoded:
             return encode_auto(flat, options=options)
         return encode_auto(flat, tuple(candidates), options=options)
     if codec not in ALL_CODERS:
-        raise ValueError(f"unknown codec {codec!r}; choose from {CODECS}")
+        raise ValueError(f"unknown codec {codec!r}; choose from {CODECS + OPTION_CODECS}")
     return ALL_CODERS[codec](**options).encode(flat)
 
 
 def decode(codec: str, data: bytes, params: dict, n: int, dtype: str | np.dtype) -> np.ndarray:
     """Decode exactly n symbols of `dtype` (1-D); any malformed input raises CodecError."""
     if not isinstance(codec, str) or codec not in ALL_CODERS:
-        raise CodecError(f"unknown codec {codec!r}; expected one of {CODECS[1:]}")
+        raise CodecError(f"unknown codec {codec!r}; expected one of {CODECS[1:] + OPTION_CODECS}")
     try:
         return ALL_CODERS[codec]().decode(data, params, n, dtype)
     except CodecError:

@@ -13,7 +13,8 @@ from .registry import DENSE_CODERS
 from .sparse import SparseCoder
 
 ALL_CODERS = {**DENSE_CODERS, "sparse": SparseCoder}
-AUTO_CANDIDATES = ("raw", "huffman", "tunstall", "ans", "range", "sparse")
+# range_parts is infeasible (skipped) unless the caller passes range_parts={"parts": k}.
+AUTO_CANDIDATES = ("raw", "huffman", "tunstall", "ans", "range", "range_parts", "sparse")
 SPARSE_MIN_ZEROS = 0.5  # below this zero fraction sparse coding cannot pay for its positions
 
 

@@ -32,13 +32,21 @@ def _zigzag_arr(d: np.ndarray) -> np.ndarray:
 
 
 def make_table(counts: np.ndarray, precision: int) -> tuple[np.ndarray, bytes]:
-    """Quantize `counts` (A >= 2 positive entries) and serialize; returns (freqs, table bytes)."""
+    """Quantize `counts` (A >= 2 entries, >= 1 positive) and serialize; returns (freqs, bytes).
+
+    A zero count (a symbol of the shared alphabet absent from one part, see range_parts) gets
+    frequency 1, the least a decodable table allows: it costs the present symbols ~nothing.
+    """
     counts = np.asarray(counts, dtype=np.int64)
     a = counts.size
     total = 1 << precision
     if a < 2 or a > total // 2:
         raise ValueError(f"alphabet of {a} symbols does not fit precision {precision}")
-    f0 = quantize_counts(counts, total)
+    if counts.min() < 0 or counts.max() < 1:
+        raise ValueError("counts must be non-negative with at least one positive")
+    present = counts > 0
+    f0 = np.ones(a, dtype=np.int64)
+    f0[present] = quantize_counts(counts[present], total - int(a - present.sum()))
     rem = int(np.argmax(counts))
     others = np.ones(a, dtype=bool)
     others[rem] = False

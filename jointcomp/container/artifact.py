@@ -18,12 +18,13 @@ from .framing import Frame, pack, unpack
 from .manifest import (
     Manifest,
     describe,
+    load_tensors,
     manifest_from_json,
     omittable,
-    rebuild,
     rebuild_structure,
     tensors_to_store,
 )
+from .names import compact_table, needs_structure, resolve_table
 from .scalars import expand_scalars, pack_scalars
 from .tensors import check_entry, check_runs, decode_tensor, encode_tensor
 
@@ -92,9 +93,8 @@ def encode_model(
     manifest = describe(model, builder, kwargs, reference)
     # what load() will rebuild before it reads a single tensor: all-zero tensors it already
     # gets right (empty parametrization originals, symmetric zero points) need no entry
-    _, built = rebuild_structure(
-        build_reference(builder, kwargs, trust=True), copy.deepcopy(manifest)
-    )
+    rebuilt = copy.deepcopy(manifest)
+    _, built = rebuild_structure(build_reference(builder, kwargs, trust=True), rebuilt)
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     stats: dict[str, dict[str, Any]] = {}
@@ -113,7 +113,8 @@ def encode_model(
         payloads.append(payload)
         stats[name] = tensor_stats
     table, ordered = pack_scalars(entries, payloads)
-    header = {"model": manifest.to_json(), "tensors": table}
+    stored = {n: t for n, t in built.items() if n not in rebuilt.ties}
+    header = {"model": manifest.to_json(), "tensors": compact_table(table, stored)}
     if meta:
         header["meta"] = meta
     image = pack(header, ordered)
@@ -154,15 +155,34 @@ def save(
 
 
 def read_header(
-    data: bytes | bytearray | memoryview,
+    data: bytes | bytearray | memoryview, *, trust: bool = False
 ) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any]]:
-    """Check the framing and the header of a file image; nothing is decoded or built yet."""
+    """Check the framing and the header of a file image; no tensor is decoded. A 1.3 table
+    whose names come from the model's structure has it rebuilt (placeholders, no weights),
+    which needs an allow-listed builder unless ``trust``."""
+    frame, manifest, entries, meta, _ = _read(data, trust)
+    return frame, manifest, entries, meta
+
+
+def _read(
+    data: bytes | bytearray | memoryview, trust: bool
+) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any], tuple | None]:
+    """read_header, plus the rebuilt (module, state dict) when the table needed them."""
     frame = unpack(data)
     header = frame.header
     manifest = manifest_from_json(header.get("model"))
     entries = header.get("tensors")
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError("header: missing or oversized tensor table")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise FormatError("header: meta is not an object")
+    structure = None
+    if frame.minor >= 3 and needs_structure(entries):
+        structure = _structure(manifest, trust)
+        _, expected = structure
+        stored = {n: t for n, t in expected.items() if n not in manifest.ties}
+        entries = resolve_table(entries, stored)
     if frame.minor >= 2:
         entries = expand_scalars(entries)
         if len(entries) > MAX_TENSORS:
@@ -180,10 +200,24 @@ def read_header(
             f"payload lengths in the tensor table add up to {total} bytes, "
             f"but the file holds {len(frame.payload)} payload bytes"
         )
-    meta = header.get("meta", {})
-    if not isinstance(meta, dict):
-        raise FormatError("header: meta is not an object")
-    return frame, manifest, entries, meta
+    return frame, manifest, entries, meta, structure
+
+
+def _structure(manifest: Manifest, trust: bool) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The manifest's module with placeholder tensors, and its state dict (ties resolved)."""
+    from ..models import is_allowed_builder
+
+    if not trust and not is_allowed_builder(manifest.builder):
+        raise FormatError(
+            f"the file names builder {manifest.builder!r}, which is not on the allow-list "
+            "(zoo:NAME, torchvision:NAME); open it with trust=True / --trust only if you trust "
+            "where it came from"
+        )
+    try:
+        base = build_reference(manifest.builder, manifest.kwargs, trust=trust)
+    except JointcompError as exc:
+        raise FormatError(f"cannot build the file's model: {exc}") from None
+    return rebuild_structure(base, manifest)
 
 
 def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -205,8 +239,6 @@ def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifac
     Raises FormatError for anything wrong with the file, including a builder outside the
     allow-list when ``trust`` is False.
     """
-    from ..models import is_allowed_builder
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = source
     else:
@@ -214,19 +246,11 @@ def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifac
         if not path.is_file():
             raise FormatError(f"{path}: no such file")
         data = path.read_bytes()
-    frame, manifest, entries, meta = read_header(data)
-    if not trust and not is_allowed_builder(manifest.builder):
-        raise FormatError(
-            f"the file names builder {manifest.builder!r}, which is not on the allow-list "
-            "(zoo:NAME, torchvision:NAME); open it with trust=True / --trust only if you trust "
-            "where it came from"
-        )
+    frame, manifest, entries, meta, structure = _read(data, trust)
+    if structure is None:  # the allow-list check comes before any payload is decoded
+        structure = _structure(manifest, trust)
     tensors = decode_tensors(frame, entries)
-    try:
-        base = build_reference(manifest.builder, manifest.kwargs, trust=trust)
-    except JointcompError as exc:
-        raise FormatError(f"cannot build the file's model: {exc}") from None
-    model = rebuild(base, manifest, tensors)
+    model = load_tensors(*structure, manifest, tensors)
     model.eval()
     return Artifact(model, manifest, entries, meta, frame.header_bytes, frame.file_bytes)
 

@@ -17,8 +17,9 @@ from .header_dict import HEADER_DICT
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
 FORMAT_MAJOR = 1
 # 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py; 1.2: scalars packed
-# into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte)
-FORMAT_MINOR = 2
+# into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte); 1.3:
+# names, shapes and dtypes the rebuilt structure implies are left out of the table (names.py)
+FORMAT_MINOR = 3
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32

@@ -288,6 +288,17 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
     shape and dtype the rebuilt module gives it (the writer omits only such tensors: see
     ``omittable``). Raises FormatError on any inconsistency."""
     root, expected = rebuild_structure(base, manifest)
+    return load_tensors(root, expected, manifest, tensors)
+
+
+def load_tensors(
+    root: nn.Module,
+    expected: dict[str, torch.Tensor],
+    manifest: Manifest,
+    tensors: dict[str, torch.Tensor],
+) -> nn.Module:
+    """Load decoded ``tensors`` into ``root``, the structure ``rebuild_structure`` made (with
+    ``expected``, its state dict); see ``rebuild``."""
     stored_names = [n for n in expected if n not in manifest.ties]
     extra = sorted(set(tensors) - set(stored_names))[:5]
     if extra or any(t not in expected for t in manifest.ties):

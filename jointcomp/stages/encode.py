@@ -17,6 +17,7 @@ from .base import Stage, StageContext, StageParams, first_match
 
 CodecName = Literal["auto", "plain", "raw", "huffman", "tunstall", "ans", "range", "sparse"]
 SPARSE_FLOAT_THRESHOLD = 0.5  # zero fraction above which a float tensor's positions are coded
+MIN_PARTS, MAX_PARTS, MIN_PART_SIZE = 2, 1024, 64  # range_parts: slices worth a table each
 
 
 class EncodeParams(StageParams):
@@ -31,6 +32,18 @@ class EncodeParams(StageParams):
         "f32", description="storage of tensors that stay float (f16 rounds them: lossy)"
     )
     filename: str = "model.jcz"
+
+
+def parts_option(tensor: torch.Tensor) -> dict[str, Any]:
+    """auto's range_parts candidate for ``tensor``: a table per leading slice (a quantized
+    T-Basis basis has a scale per basis core, so each core's values have their own spread).
+    auto keeps it only where the smaller stream pays for the extra tables."""
+    if tensor.dim() < 2:
+        return {}
+    parts = tensor.shape[0]
+    if not MIN_PARTS <= parts <= MAX_PARTS or tensor.numel() // parts < MIN_PART_SIZE:
+        return {}
+    return {"range_parts": {"parts": parts}}
 
 
 class EncodeStage(Stage):
@@ -52,8 +65,9 @@ class EncodeStage(Stage):
                 # positions entropy-coded, values kept as exact bit patterns
                 return TensorChoice("sparse", {"value_codecs": ("raw",)}, storage)
             return TensorChoice("plain", {}, storage)
-        options = dict(p.options) if codec != "auto" else {}
-        return TensorChoice(codec, options, None)
+        if codec != "auto":
+            return TensorChoice(codec, dict(p.options), None)
+        return TensorChoice(codec, parts_option(tensor), None)
 
     def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
         p: EncodeParams = self.params  # type: ignore[assignment]

@@ -463,6 +463,8 @@ class QuantizeStage(Stage):
         summary["accuracy_quantized"] = ctx.evaluate(model)
         fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
         summary["finetune_loss"] = fit.loss
+        if p.fold_bn == "after":  # what the fold then costs is this minus accuracy_after
+            summary["accuracy_trained"] = ctx.evaluate(model)
         folded = self._fold_and_train(model, ctx, session, summary) if p.fold_epochs else []
         session.export()
         return folded

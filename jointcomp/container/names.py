@@ -1,0 +1,134 @@
+"""Implicit names, shapes and dtypes in the tensor table (format 1.3).
+
+A reader rebuilds the module's structure from the manifest before it reads a tensor, so it
+already knows every stored tensor's name, shape and dtype, in state-dict order. A 1.3 table
+leaves out what that order implies: an entry without ``"n"`` is the tensor after the previous
+entry's, an integer ``"n": k`` skips k tensors (the all-zero ones the writer omitted), and
+``"s"`` / ``"d"`` are left out where they equal the rebuilt tensor's. A packed-scalar entry's
+name list becomes a list of such skips, counted from the previous scalar of that list. A string
+name is still valid anywhere: the writer falls back to it for a tensor out of order.
+
+On a ResNet-32 T-Basis file this takes the table from 677 to ~150 DEFLATEd header bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import FormatError
+from .tensors import CODE_OF
+
+MAX_SKIP = 1 << 31
+
+
+def needs_structure(entries: list[Any]) -> bool:
+    """Whether a table leaves anything for the rebuilt structure to fill in."""
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("n")
+        if isinstance(name, list):
+            if any(not isinstance(n, str) for n in name):
+                return True
+        elif not isinstance(name, str) or "s" not in entry or "d" not in entry:
+            return True
+    return False
+
+
+def compact_table(entries: list[dict[str, Any]], expected: dict[str, torch.Tensor]) -> list[dict]:
+    """The writer's side: ``entries`` (after scalar packing) with every name, shape and dtype
+    that ``expected`` (stored name → rebuilt tensor, in order) implies left out. Copies."""
+    index = {name: i for i, name in enumerate(expected)}
+    out: list[dict[str, Any]] = []
+    prev = -1
+    for entry in entries:
+        entry = dict(entry)
+        name = entry["n"]
+        if isinstance(name, list):
+            skips = _skips([index.get(n) for n in name])
+            if skips is not None:
+                entry["n"] = skips
+            out.append(entry)
+            continue
+        i = index.get(name)
+        if i is not None and i > prev:
+            if i == prev + 1:
+                del entry["n"]
+            else:
+                entry["n"] = i - prev - 1
+            built = expected[name]
+            if entry["s"] == list(built.shape):
+                del entry["s"]
+            if entry["d"] == CODE_OF.get(built.dtype):
+                del entry["d"]
+        if i is not None:
+            prev = i
+        out.append(entry)
+    return out
+
+
+def _skips(positions: list[int | None]) -> list[int] | None:
+    """Gaps between increasing positions (from -1), or None if they are not increasing."""
+    skips, prev = [], -1
+    for i in positions:
+        if i is None or i <= prev:
+            return None
+        skips.append(i - prev - 1)
+        prev = i
+    return skips
+
+
+def resolve_table(entries: list[Any], expected: dict[str, torch.Tensor]) -> list[Any]:
+    """The reader's side: every implied name, shape and dtype filled back in from ``expected``.
+    Raises FormatError for a skip that is not a small non-negative integer or that runs past
+    the model's tensors. Entries are copied; anything else is left to ``check_entry``."""
+    names = list(expected)
+    out: list[Any] = []
+    prev = -1
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        where = f"tensor table entry {i}"
+        name = entry.get("n", 0)
+        if isinstance(name, list):
+            entry["n"] = _resolve_list(name, names, where)
+            out.append(entry)
+            continue
+        if isinstance(name, str):
+            prev = names.index(name) if name in expected else prev
+            out.append(entry)
+            continue
+        prev = _step(prev, name, names, where)
+        built = expected[names[prev]]
+        entry["n"] = names[prev]
+        entry.setdefault("s", list(built.shape))
+        if "d" not in entry and built.dtype in CODE_OF:
+            entry["d"] = CODE_OF[built.dtype]
+        out.append(entry)
+    return out
+
+
+def _resolve_list(items: list[Any], names: list[str], where: str) -> list[Any]:
+    out, prev = [], -1
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        prev = _step(prev, item, names, where)
+        out.append(names[prev])
+    return out
+
+
+def _step(prev: int, skip: Any, names: list[str], where: str) -> int:
+    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip < MAX_SKIP:
+        raise FormatError(f"{where}: invalid name {skip!r} (a string or a skip count)")
+    i = prev + 1 + skip
+    if i >= len(names):
+        raise FormatError(
+            f"{where}: its implied name runs past the model's {len(names)} stored tensors"
+        )
+    return i
