@@ -188,6 +188,8 @@ def test_cached_eval_weight_follows_basis_updates() -> None:
         ({"out_modes": [4, 4, 1], "in_modes": [4, 4, 9]}, "exceed mode"),
         ({"rows": [0, 1]}, "one table row per core"),
         ({"rows": [0, 1, 7]}, r"ints in \[0, 3\)"),
+        ({"rows": 1}, r"ints in \[0, 3\)"),  # first of three consecutive: runs past the table
+        ({"rows": "0"}, "one table row per core"),
     ],
 )
 def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
@@ -204,6 +206,25 @@ def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
     }
     with pytest.raises(ValueError, match=match):
         TBasisLinear(**{**args, **kwargs})
+
+
+def test_consecutive_rows_are_described_by_the_first() -> None:
+    """The header names an uncoupled layer's rows by the first (they follow on); rows that do
+    not follow on (coupled cores) stay a list; both rebuild the same layer."""
+    args = {
+        "in_features": 16,
+        "out_features": 16,
+        "out_modes": [2, 2, 4],
+        "in_modes": [4, 2, 2],
+        "basis_size": 2,
+        "rank": 2,
+        "mode": 9,
+        "table_rows": 6,
+    }
+    layer = TBasisLinear(**args, rows=[3, 4, 5])
+    assert layer.jc_config()["rows"] == 3
+    assert TBasisLinear(**{**args, **layer.jc_config()}).row_list == [3, 4, 5]
+    assert TBasisLinear(**args, rows=[0, 2, 1]).jc_config()["rows"] == [0, 2, 1]
 
 
 def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path) -> None:

@@ -109,8 +109,13 @@ class _TBasisLayer(FactorizedModule):
                 f"{what}: modes {om} × {im} do not cover a {out_size}×{in_size} weight "
                 f"with a kernel window of {window}"
             )
+        if isinstance(rows, int) and not isinstance(rows, bool):
+            rows = list(range(rows, rows + len(om)))  # consecutive rows, from this first one
         if not isinstance(rows, (list, tuple)) or len(rows) != len(om):
-            raise ValueError(f"{what}: rows must list one table row per core ({len(om)})")
+            raise ValueError(
+                f"{what}: rows must list one table row per core ({len(om)}), or be the first "
+                "of consecutive ones"
+            )
         table_rows = _positive(table_rows, "table_rows", what)
         if any(
             isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < table_rows for r in rows
@@ -148,11 +153,19 @@ class _TBasisLayer(FactorizedModule):
             "basis_size": self.basis_size,
             "rank": self.rank,
             "mode": self.mode,
-            "rows": list(self.row_list),
+            "rows": self._rows_config(),
             "table_rows": self.table_rows,
             "out_scale": self.out_scale is not None,
             "execution": self.execution,
         }
+
+    def _rows_config(self) -> int | list[int]:
+        # consecutive rows (every layer of an uncoupled basis) as their first one: a file's
+        # header then spends a few bytes per layer on them instead of ~10
+        first = self.row_list[0]
+        if self.row_list == list(range(first, first + len(self.row_list))):
+            return first
+        return list(self.row_list)
 
     def matrix(self) -> torch.Tensor:
         """The padded TT-matrix [∏out_modes, ∏in_modes]."""
