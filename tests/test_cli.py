@@ -132,3 +132,19 @@ def test_run_refuses_existing_output(quickstart_run: Path) -> None:
     )
     assert result.exit_code == 2
     assert "already exists" in result.output
+
+
+def test_inspect_of_an_untrusted_builder_needs_trust(tmp_path: Path) -> None:
+    """A 1.3 table names its tensors through the model's structure: inspecting a file whose
+    builder is outside the allow-list builds nothing unless --trust."""
+    from torch import nn
+
+    from jointcomp.container import save
+
+    path = tmp_path / "m.jcz"
+    save(path, nn.Sequential(nn.Linear(4, 2)), "torch.nn:Sequential", {})
+    refused = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert refused.exit_code == 2 and "not on the allow-list" in refused.output
+    trusted = CliRunner().invoke(cli, ["inspect", "--json", "--trust", str(path)])
+    assert trusted.exit_code == 0, trusted.output
+    assert [t["name"] for t in json.loads(trusted.output)["tensors"]] == ["0.weight", "0.bias"]
