@@ -173,6 +173,12 @@ class QuantizeParams(StageParams):
         "batches once the quantizers are in, so the accuracy before training is the quantized "
         "network's (0: keep the float statistics)",
     )
+    bn_reestimate: bool = Field(
+        True,
+        description="qat with batch norms: re-estimate their statistics again after training, "
+        "on the final quantized weights (bn_batches batches): weights that oscillate between "
+        "grid points leave the running statistics stale (Nagel et al., ICML 2022)",
+    )
     kmeans_iters: int = Field(100, ge=1)
     budget: QuantBudget | None = Field(
         None, description="choose bits per tensor to meet a coded-size target"
@@ -463,8 +469,12 @@ class QuantizeStage(Stage):
         summary["accuracy_quantized"] = ctx.evaluate(model)
         fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
         summary["finetune_loss"] = fit.loss
-        if p.fold_bn == "after":  # what the fold then costs is this minus accuracy_after
+        if p.fold_bn is not True:  # batch norms still in the network
             summary["accuracy_trained"] = ctx.evaluate(model)
+            if p.bn_reestimate and p.bn_batches:
+                batches = ctx.calibration_batches(p.bn_batches)
+                if recalibrate_batchnorm(model, batches, ctx.device):
+                    summary["accuracy_reestimated"] = ctx.evaluate(model)
         folded = self._fold_and_train(model, ctx, session, summary) if p.fold_epochs else []
         session.export()
         return folded
