@@ -177,8 +177,8 @@ class QuantizeParams(StageParams):
         False,
         description="qat with batch norms: re-estimate their statistics again after training, "
         "on the final quantized weights (bn_batches batches), as Nagel et al. (ICML 2022) do "
-        "for weights that oscillate between grid points (off: on the T-Basis ResNet-32 it cost "
-        "0.12 points with 16 batches)",
+        "for weights that oscillate between grid points (off: no gain on the T-Basis ResNet-32, "
+        "87.56% instead of 87.59%)",
     )
     kmeans_iters: int = Field(100, ge=1)
     budget: QuantBudget | None = Field(
