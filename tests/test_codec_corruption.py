@@ -3,14 +3,14 @@ dtype) -- never another exception, never a hang, never the last-resort wrapper."
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jointcomp.codec import CODECS, CodecError, decode, encode
+
+from .codec_util import check_decode
 
 CONCRETE = CODECS[1:]
 
@@ -33,21 +33,6 @@ PAYLOADS = {
     for codec in CONCRETE
     if not (codec == "tunstall" and np.unique(x).size > 4096)
 }
-
-
-def check_decode(codec: str, data: bytes, params: dict, n: int, dtype) -> np.ndarray | None:
-    """Decode damaged input; only CodecError may escape, and not via the safety net."""
-    t0 = time.perf_counter()
-    try:
-        y = decode(codec, data, params, n, dtype)
-    except CodecError as exc:
-        # decode() wraps stray exceptions as a last resort; reaching it is a bug in a coder.
-        assert "malformed payload (" not in str(exc), f"unchecked failure: {exc}"
-        return None
-    finally:
-        assert time.perf_counter() - t0 < 5.0, "decoding damaged input took too long"
-    assert y.shape == (n,) and y.dtype == np.dtype(dtype)
-    return y
 
 
 @pytest.mark.parametrize("key", sorted(PAYLOADS), ids=lambda k: f"{k[0]}-{k[1]}")

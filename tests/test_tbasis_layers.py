@@ -181,6 +181,19 @@ def test_cached_eval_weight_follows_basis_updates() -> None:
     assert not torch.equal(first, second)
 
 
+# a 16×16 T-Basis linear layer of three cores over a basis of 2, rank 2 (rows and table set
+# by each test)
+LINEAR_3_CORES = {
+    "in_features": 16,
+    "out_features": 16,
+    "out_modes": [2, 2, 4],
+    "in_modes": [4, 2, 2],
+    "basis_size": 2,
+    "rank": 2,
+    "mode": 9,
+}
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -193,17 +206,7 @@ def test_cached_eval_weight_follows_basis_updates() -> None:
     ],
 )
 def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
-    args = {
-        "in_features": 16,
-        "out_features": 16,
-        "out_modes": [2, 2, 4],
-        "in_modes": [4, 2, 2],
-        "basis_size": 2,
-        "rank": 2,
-        "mode": 9,
-        "rows": [0, 1, 2],
-        "table_rows": 3,
-    }
+    args = {**LINEAR_3_CORES, "rows": [0, 1, 2], "table_rows": 3}
     with pytest.raises(ValueError, match=match):
         TBasisLinear(**{**args, **kwargs})
 
@@ -211,16 +214,7 @@ def test_bad_layouts_are_clear_errors(kwargs: dict, match: str) -> None:
 def test_consecutive_rows_are_described_by_the_first() -> None:
     """The header names an uncoupled layer's rows by the first (they follow on); rows that do
     not follow on (coupled cores) stay a list; both rebuild the same layer."""
-    args = {
-        "in_features": 16,
-        "out_features": 16,
-        "out_modes": [2, 2, 4],
-        "in_modes": [4, 2, 2],
-        "basis_size": 2,
-        "rank": 2,
-        "mode": 9,
-        "table_rows": 6,
-    }
+    args = {**LINEAR_3_CORES, "table_rows": 6}
     layer = TBasisLinear(**args, rows=[3, 4, 5])
     assert layer.jc_config()["rows"] == 3
     assert TBasisLinear(**{**args, **layer.jc_config()}).row_list == [3, 4, 5]

@@ -22,6 +22,7 @@ from .manifest import (
     manifest_from_json,
     omittable,
     rebuild_structure,
+    stored_tensors,
     tensors_to_store,
 )
 from .names import compact_table, needs_structure, resolve_table
@@ -113,8 +114,10 @@ def encode_model(
         payloads.append(payload)
         stats[name] = tensor_stats
     table, ordered = pack_scalars(entries, payloads)
-    stored = {n: t for n, t in built.items() if n not in rebuilt.ties}
-    header = {"model": manifest.to_json(), "tensors": compact_table(table, stored)}
+    header = {
+        "model": manifest.to_json(),
+        "tensors": compact_table(table, stored_tensors(built, rebuilt)),
+    }
     if meta:
         header["meta"] = meta
     image = pack(header, ordered)
@@ -180,9 +183,7 @@ def _read(
     structure = None
     if frame.minor >= 3 and needs_structure(entries):
         structure = _structure(manifest, trust)
-        _, expected = structure
-        stored = {n: t for n, t in expected.items() if n not in manifest.ties}
-        entries = resolve_table(entries, stored)
+        entries = resolve_table(entries, stored_tensors(structure[1], manifest))
     if frame.minor >= 2:
         entries = expand_scalars(entries)
         if len(entries) > MAX_TENSORS:

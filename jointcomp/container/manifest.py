@@ -291,6 +291,12 @@ def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor
     return load_tensors(root, expected, manifest, tensors)
 
 
+def stored_tensors(expected: dict[str, torch.Tensor], manifest: Manifest) -> dict[str, Any]:
+    """The rebuilt state dict ``expected`` without the aliases (``manifest.ties``): the tensors a
+    file's table holds, in its order."""
+    return {n: t for n, t in expected.items() if n not in manifest.ties}
+
+
 def load_tensors(
     root: nn.Module,
     expected: dict[str, torch.Tensor],
@@ -299,7 +305,7 @@ def load_tensors(
 ) -> nn.Module:
     """Load decoded ``tensors`` into ``root``, the structure ``rebuild_structure`` made (with
     ``expected``, its state dict); see ``rebuild``."""
-    stored_names = [n for n in expected if n not in manifest.ties]
+    stored_names = list(stored_tensors(expected, manifest))
     extra = sorted(set(tensors) - set(stored_names))[:5]
     if extra or any(t not in expected for t in manifest.ties):
         raise FormatError(

@@ -470,12 +470,13 @@ class QuantizeStage(Stage):
         summary["accuracy_quantized"] = ctx.evaluate(model)
         fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
         summary["finetune_loss"] = fit.loss
-        if p.fold_bn is not True:  # batch norms still in the network
+        reestimate = p.fold_bn is not True and p.bn_reestimate and p.bn_batches > 0
+        if p.fold_bn == "after" or reestimate:  # the accuracy the fold / re-estimation starts at
             summary["accuracy_trained"] = ctx.evaluate(model)
-            if p.bn_reestimate and p.bn_batches:
-                batches = ctx.calibration_batches(p.bn_batches)
-                if recalibrate_batchnorm(model, batches, ctx.device):
-                    summary["accuracy_reestimated"] = ctx.evaluate(model)
+        if reestimate:
+            batches = ctx.calibration_batches(p.bn_batches)
+            if recalibrate_batchnorm(model, batches, ctx.device):
+                summary["accuracy_reestimated"] = ctx.evaluate(model)
         folded = self._fold_and_train(model, ctx, session, summary) if p.fold_epochs else []
         session.export()
         return folded
