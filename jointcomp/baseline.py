@@ -51,6 +51,8 @@ def baseline_key(recipe: Recipe, kwargs: dict[str, Any]) -> str:
     data.pop("eval_batch_size")
     train = recipe.train.model_dump()
     train.pop("distill")  # distillation only applies to fine-tuning compressed models
+    if train.get("augment") is None:  # baselines cached before augment existed stay valid
+        train.pop("augment", None)
     spec = {
         "v": CACHE_VERSION,
         "builder": recipe.model.builder,

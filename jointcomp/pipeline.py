@@ -66,13 +66,30 @@ def planned_stages(recipe: Recipe) -> list[StageSpec]:
     return stages
 
 
+# keys added after runs were first fingerprinted: left out while null, so those runs resume
+_ADDED_KEYS = ("augment",)
+
+
+def _without_unset_added(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {
+            k: _without_unset_added(v)
+            for k, v in data.items()
+            if not (k in _ADDED_KEYS and v is None)
+        }
+    if isinstance(data, list):
+        return [_without_unset_added(v) for v in data]
+    return data
+
+
 def _stage_fingerprint(spec: StageSpec) -> str:
-    text = json.dumps({spec.name: spec.params.model_dump(mode="json")}, sort_keys=True)
+    params = _without_unset_added(spec.params.model_dump(mode="json"))
+    text = json.dumps({spec.name: params}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run_fingerprint(recipe: Recipe) -> str:
-    data = recipe_to_data(recipe)
+    data = _without_unset_added(recipe_to_data(recipe))
     keep = {k: data[k] for k in ("model", "data", "train", "seed")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

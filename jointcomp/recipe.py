@@ -83,6 +83,19 @@ class DistillSpec(Strict):
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
 
 
+class AugmentSpec(Strict):
+    """Random changes to each training image, drawn anew every epoch (image datasets only). The
+    teacher of distillation sees the same changed image, so it teaches on new inputs each epoch."""
+
+    shift: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="translate by up to this many pixels each way (edges replicated)",
+    )
+    flip: bool = Field(False, description="mirror left-right with probability 1/2")
+
+
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["cosine", "constant", "step"]
 
@@ -101,6 +114,7 @@ class TrainSpec(Strict):
     gamma: float = Field(0.1, gt=0, le=1, description="lr factor per step (schedule: step)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     distill: DistillSpec | None = None
+    augment: AugmentSpec | None = Field(None, description="training-image augmentation")
     max_batches: int | None = Field(None, ge=1, description="stop each epoch after N batches")
 
 
@@ -117,13 +131,15 @@ class FinetuneSpec(Strict):
     gamma: float | None = Field(None, gt=0, le=1)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     distill: DistillSpec | Literal[False] | None = None
+    augment: AugmentSpec | Literal[False] | None = None
     max_batches: int | None = Field(None, ge=1)
 
     def merged(self, base: TrainSpec) -> TrainSpec:
-        """``base`` with this spec's set keys applied (``distill: false`` turns it off)."""
+        """``base`` with this spec's set keys applied (``distill: false`` and ``augment: false``
+        turn those off)."""
         data = base.model_dump()
         for key, value in self.model_dump(exclude_none=True).items():
-            data[key] = None if (key == "distill" and value is False) else value
+            data[key] = None if (key in ("distill", "augment") and value is False) else value
         return TrainSpec.model_validate(data)
 
 

@@ -12,7 +12,16 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .recipe import AuditSpec, DataSpec, DistillSpec, FinetuneSpec, ModelSpec, Recipe, TrainSpec
+from .recipe import (
+    AuditSpec,
+    AugmentSpec,
+    DataSpec,
+    DistillSpec,
+    FinetuneSpec,
+    ModelSpec,
+    Recipe,
+    TrainSpec,
+)
 
 
 def _type_name(annotation: Any) -> str:
@@ -85,6 +94,7 @@ def render() -> str:
         ("DataSpec", DataSpec),
         ("TrainSpec", TrainSpec),
         ("DistillSpec", DistillSpec),
+        ("AugmentSpec", AugmentSpec),
         ("FinetuneSpec", FinetuneSpec),
         ("AuditSpec", AuditSpec),
     ):
@@ -105,7 +115,7 @@ def render() -> str:
             a
             for f in stage.Params.model_fields.values()
             for a in _nested_models(f.annotation)
-            if a not in (FinetuneSpec, DistillSpec)
+            if a not in (FinetuneSpec, DistillSpec, AugmentSpec)
         }
         for sub in sorted(nested, key=lambda m: m.__name__):
             sections += [

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .augment import Augmenter
+from .errors import DataError
 from .recipe import TrainSpec
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
@@ -131,7 +133,8 @@ def fit(
 
     ``masks`` maps parameter names to boolean tensors: entries that are False stay exactly zero
     (pruned weights keep their zeros through fine-tuning). ``teacher`` enables distillation with
-    ``spec.distill``. ``progress`` is a ``rich.progress.Progress`` (or None for silence).
+    ``spec.distill`` (the teacher sees the same augmented batch). ``progress`` is a
+    ``rich.progress.Progress`` (or None for silence).
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -157,6 +160,16 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         runner = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    augment = None
+    if spec.augment is not None and (spec.augment.shift or spec.augment.flip):
+        sample = train_set[0][0]
+        if sample.dim() != 3:
+            raise DataError(
+                f"augment shifts and flips images shaped (C, H, W); this dataset's samples are "
+                f"{tuple(sample.shape)}: remove augment from the train or finetune settings"
+            )
+        augment = Augmenter(spec.augment, seed * 7919 + 1)
+
     per_epoch = steps_per_epoch(train_set, batch_size, spec.max_batches)
     total = per_epoch * spec.epochs
     optimizer = make_optimizer(trainable, spec)
@@ -176,6 +189,8 @@ def fit(
             if spec.max_batches and b >= spec.max_batches:
                 break
             x, y = x.to(device), y.to(device)
+            if augment is not None:
+                x = augment(x)
             logits = runner(x)
             loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
             if teacher is not None:
