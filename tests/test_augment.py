@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from jointcomp.augment import Augmenter, flip_batch, shift_batch
 from jointcomp.baseline import baseline_key
-from jointcomp.errors import DataError
+from jointcomp.errors import DataError, RecipeError
 from jointcomp.pipeline import _run_fingerprint, _stage_fingerprint, _without_unset_added
 from jointcomp.recipe import AugmentSpec, FinetuneSpec, TrainSpec, recipe_to_data, validate_recipe
 from jointcomp.train import fit
@@ -102,7 +102,7 @@ def test_finetune_augment_false_turns_off_the_train_setting() -> None:
 def test_recipe_rejects_a_bad_augment_key(tmp_path) -> None:
     raw = tiny_recipe(tmp_path)
     raw["train"]["augment"] = {"rotate": 10}
-    with pytest.raises(Exception, match="rotate"):
+    with pytest.raises(RecipeError, match="rotate"):
         validate_recipe(raw)
 
 
