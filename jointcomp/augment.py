@@ -14,18 +14,14 @@ from .recipe import AugmentSpec
 
 
 class Augmenter:
-    """Applies ``spec`` to (N, C, H, W) batches; its generator is seeded once per training run."""
+    """Applies ``spec`` to (N, C, H, W) batches (``fit`` checks the shape once); its generator is
+    seeded once per training run."""
 
     def __init__(self, spec: AugmentSpec, seed: int) -> None:
         self.spec = spec
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(
-                f"augment needs image batches shaped (N, C, H, W); this dataset gives "
-                f"{tuple(x.shape)}: remove the augment settings for it"
-            )
         if self.spec.shift:
             x = shift_batch(x, self.spec.shift, self.generator)
         if self.spec.flip:

@@ -18,7 +18,7 @@ from .container import write_atomic
 from .data import DataBundle, load_data
 from .errors import JointcompError
 from .models import build_model, data_kwargs
-from .recipe import Recipe
+from .recipe import Recipe, without_unset_added
 from .train import fit, is_main_process
 
 CACHE_VERSION = 1
@@ -49,10 +49,8 @@ def baseline_key(recipe: Recipe, kwargs: dict[str, Any]) -> str:
     data = recipe.data.model_dump()
     data["root"] = str(Path(data["root"]).resolve()) if data["root"] else None
     data.pop("eval_batch_size")
-    train = recipe.train.model_dump()
+    train = without_unset_added(recipe.train.model_dump())
     train.pop("distill")  # distillation only applies to fine-tuning compressed models
-    if train.get("augment") is None:  # baselines cached before augment existed stay valid
-        train.pop("augment", None)
     spec = {
         "v": CACHE_VERSION,
         "builder": recipe.model.builder,

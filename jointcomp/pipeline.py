@@ -24,7 +24,7 @@ from .audit import audit_run, count_params
 from .baseline import get_baseline, recipe_data
 from .container import open_artifact, save, write_atomic
 from .errors import JointcompError, OutputExistsError, RecipeError
-from .recipe import Recipe, StageSpec, recipe_to_data
+from .recipe import Recipe, StageSpec, recipe_to_data, without_unset_added
 from .stages import STAGES, StageContext
 from .stages.encode import EncodeParams
 from .train import is_main_process
@@ -66,30 +66,14 @@ def planned_stages(recipe: Recipe) -> list[StageSpec]:
     return stages
 
 
-# keys added after runs were first fingerprinted: left out while null, so those runs resume
-_ADDED_KEYS = ("augment",)
-
-
-def _without_unset_added(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {
-            k: _without_unset_added(v)
-            for k, v in data.items()
-            if not (k in _ADDED_KEYS and v is None)
-        }
-    if isinstance(data, list):
-        return [_without_unset_added(v) for v in data]
-    return data
-
-
 def _stage_fingerprint(spec: StageSpec) -> str:
-    params = _without_unset_added(spec.params.model_dump(mode="json"))
+    params = without_unset_added(spec.params.model_dump(mode="json"))
     text = json.dumps({spec.name: params}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run_fingerprint(recipe: Recipe) -> str:
-    data = _without_unset_added(recipe_to_data(recipe))
+    data = without_unset_added(recipe_to_data(recipe))
     keep = {k: data[k] for k in ("model", "data", "train", "seed")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

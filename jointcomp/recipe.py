@@ -367,6 +367,24 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return validate_recipe(load_recipe_data(path, overrides), source=str(path))
 
 
+# keys added after baselines were cached and runs fingerprinted: hashes leave them out while
+# null, so those caches stay valid and those runs resume
+ADDED_KEYS = ("augment",)
+
+
+def without_unset_added(data: Any) -> Any:
+    """``data`` (plain recipe data) without the ADDED_KEYS whose value is null, for hashing."""
+    if isinstance(data, dict):
+        return {
+            k: without_unset_added(v)
+            for k, v in data.items()
+            if not (k in ADDED_KEYS and v is None)
+        }
+    if isinstance(data, list):
+        return [without_unset_added(v) for v in data]
+    return data
+
+
 def recipe_to_data(recipe: Recipe) -> dict[str, Any]:
     """Plain data of a validated recipe (stages back in their ``{name: params}`` form)."""
     data = recipe.model_dump(exclude={"stages"})

@@ -11,8 +11,15 @@ from torch.utils.data import TensorDataset
 from jointcomp.augment import Augmenter, flip_batch, shift_batch
 from jointcomp.baseline import baseline_key
 from jointcomp.errors import DataError, RecipeError
-from jointcomp.pipeline import _run_fingerprint, _stage_fingerprint, _without_unset_added
-from jointcomp.recipe import AugmentSpec, FinetuneSpec, TrainSpec, recipe_to_data, validate_recipe
+from jointcomp.pipeline import _run_fingerprint, _stage_fingerprint
+from jointcomp.recipe import (
+    AugmentSpec,
+    FinetuneSpec,
+    TrainSpec,
+    recipe_to_data,
+    validate_recipe,
+    without_unset_added,
+)
 from jointcomp.train import fit
 
 from .conftest import tiny_recipe
@@ -109,7 +116,7 @@ def test_recipe_rejects_a_bad_augment_key(tmp_path) -> None:
 def test_recipes_without_augment_keep_their_cache_key_and_fingerprints(tmp_path) -> None:
     stages = [{"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}}]
     plain = validate_recipe(tiny_recipe(tmp_path, stages=stages))
-    data = _without_unset_added(recipe_to_data(plain))
+    data = without_unset_added(recipe_to_data(plain))
     assert "augment" not in data["train"]
     assert "augment" not in data["stages"][0]["prune"]["finetune"]
 
