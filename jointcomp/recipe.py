@@ -369,7 +369,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 # keys added after baselines were cached and runs fingerprinted: hashes leave them out while
 # null, so those caches stay valid and those runs resume
-ADDED_KEYS = ("augment",)
+ADDED_KEYS = ("augment", "rate")
 
 
 def without_unset_added(data: Any) -> Any:

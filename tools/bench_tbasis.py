@@ -5,6 +5,7 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py --quick                 # 2,000 samples, 1 epoch, 16/16 and 8/8
     python tools/bench_tbasis.py --dataset cifar10 --root DIR   # DIR holds the binary batches
     python tools/bench_tbasis.py --settings 16/16 --no-tt --quantize ''   # one row
+    python tools/bench_tbasis.py --settings 16/16 --no-tt --rate 2   # rate-aware QAT row
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
 replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
@@ -71,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--keep-bn", action="store_true", help="quantized rows: do not fold batch norms"
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="quantized rows: rate-aware QAT, loss per KiB of estimated coded size (the "
+        "recipe's quantize rate)",
     )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
@@ -256,6 +264,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     quantize["fold_bn"] = False if args.keep_bn else "after"
     quantize["bits"]["factors"] = args.bits
     quantize["finetune"]["epochs"] = args.qat_epochs
+    if args.rate is not None:
+        quantize["rate"] = args.rate
     return stages
 
 
@@ -363,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     for b, r in quantized:
         report = run_stages(
             args,
-            f"tbasis-b{b}-r{r}-q{args.bits}",
+            f"tbasis-b{b}-r{r}-q{args.bits}" + (f"-rate{args.rate:g}" if args.rate else ""),
             quant_stages(args, b, r),
             seed_from=f"tbasis-b{b}-r{r}",
         )

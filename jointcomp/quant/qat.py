@@ -31,6 +31,7 @@ from torch.nn.utils import parametrize
 
 from ..nn.execution import FactorizedModule
 from ..nn.quantized import IntQuantized, attach
+from .rate import laplace_bits
 from .spec import QuantSpec
 from .targets import Target
 
@@ -188,6 +189,18 @@ class QATSession:
                 holder.to(param.device).train(owner.training)
                 parametrize.register_parametrization(owner, target.tensor, holder, unsafe=True)
                 self.params[target.name] = (target, spec)
+
+    def rate_bits(self) -> torch.Tensor:
+        """The estimated coded bits of every quantized tensor (``rate.laplace_bits``),
+        differentiable in the latent weights: rate-aware QAT adds it to the loss."""
+        total = torch.zeros(())
+        for path in self.layers:
+            q = self.model.get_submodule(path)
+            total = total + laplace_bits(q.weight, q.quant_weight().scale)
+        for target, _spec in self.params.values():
+            holder: ParamQuantizer = target.module(self.model).parametrizations[target.tensor][0]
+            total = total + laplace_bits(holder.weight, holder.quant_weight().scale, holder.mask)
+        return total
 
     @torch.no_grad()
     def export(self) -> None:

@@ -6,7 +6,8 @@ Methods: ``qat`` (brevitas quantizers with straight-through gradients, fine-tune
 distillation, then brevitas' integers exported), ``ptq`` (round to nearest on calibrated grids;
 ``refit: true`` re-fits CP and TT layers on the grid with quantized CP-ALS / TT-SVD instead),
 ``kmeans`` (Deep Compression's shared codebooks, centroids fine-tuned). Bits per kind of tensor
-and per layer pattern; optionally chosen per tensor to meet a coded-size budget. T-Basis
+and per layer pattern; optionally chosen per tensor to meet a coded-size budget. QAT can be
+rate-aware (``rate``: a differentiable estimate of the coded size joins the loss). T-Basis
 tables are first equalized (``equalize``: each row's and layer's magnitude moved where one
 grid per table quantizes every layer alike; ``jointcomp.quant.tbasis_equalize``).
 
@@ -14,7 +15,7 @@ Record: ``layers`` (one row per quantized tensor: layer, tensor, kind, method, b
 granularity, params, values stored, estimated coded bytes, coded bits per stored value),
 ``float`` (tensors left float, with the reason) and ``summary`` (top-1 before, right after the
 quantizers went in, and after fine-tuning; folded batch norms; equalized T-Basis layers; the
-budget's allocation).
+budget's allocation; with ``rate``, the estimated coded bytes before and after training).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import time
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -180,6 +182,14 @@ class QuantizeParams(StageParams):
         "for weights that oscillate between grid points (off: no gain on the T-Basis ResNet-32, "
         "87.56% instead of 87.59%)",
     )
+    rate: float | None = Field(
+        None,
+        ge=0,
+        description="qat: rate-aware training, the loss gains this much per KiB of the "
+        "quantized tensors' estimated coded size (a Laplace fit to their integers, "
+        "jointcomp.quant.rate), which pulls values toward the middle of their grids so entropy "
+        "coding stores them in fewer bits; unset or 0: off",
+    )
     kmeans_iters: int = Field(100, ge=1)
     budget: QuantBudget | None = Field(
         None, description="choose bits per tensor to meet a coded-size target"
@@ -192,6 +202,8 @@ class QuantizeParams(StageParams):
     def _check(self) -> QuantizeParams:
         if self.fold_epochs and (self.method != "qat" or self.fold_bn != "after"):
             raise ValueError("fold_epochs trains folded batch norms: use method qat, fold_bn after")
+        if self.rate and self.method != "qat":
+            raise ValueError("rate adds a code-length term to QAT's loss: use method qat")
         if self.refit and self.method != "ptq":
             raise ValueError("refit re-fits factors on the grid after training: use method ptq")
         if self.method != "kmeans":
@@ -468,7 +480,19 @@ class QuantizeStage(Stage):
         if p.bn_batches:
             recalibrate_batchnorm(model, ctx.calibration_batches(p.bn_batches), ctx.device)
         summary["accuracy_quantized"] = ctx.evaluate(model)
-        fit = ctx.finetune(model, p.finetune, description="quantize (qat)")
+        extra_loss = None
+        if p.rate:
+            rate = p.rate / 8192  # per KiB → per bit
+
+            def extra_loss(_: nn.Module) -> torch.Tensor:
+                return rate * session.rate_bits()
+
+            with torch.no_grad():
+                summary["rate_bytes_before"] = round(float(session.rate_bits()) / 8)
+        fit = ctx.finetune(model, p.finetune, description="quantize (qat)", extra_loss=extra_loss)
+        if p.rate:
+            with torch.no_grad():
+                summary["rate_bytes_after"] = round(float(session.rate_bits()) / 8)
         summary["finetune_loss"] = fit.loss
         reestimate = p.fold_bn is not True and p.bn_reestimate and p.bn_batches > 0
         if p.fold_bn == "after" or reestimate:  # the accuracy the fold / re-estimation starts at
