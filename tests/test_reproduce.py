@@ -213,3 +213,30 @@ def test_recipes_table_reads_reports_and_never_guesses_a_missing_run(tmp_path: P
         "| `done` | prune → encode | 90.00% | 89.12% | 250 (25.0%) | 400 | 10.0× | 42 |"
     )
     assert lines[3].startswith("| `missing` | not run | – |")
+
+
+def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -> None:
+    """The quantized row is the recipe's own quantize stage with only the flags changed, so
+    a row named ``-rate2-mse`` measured rate 2 with least-MSE scales and nothing else."""
+    import bench_tbasis
+
+    from jointcomp.recipe import load_recipe_data
+
+    recipe_stages = load_recipe_data(bench_tbasis.RECIPE)["stages"]
+    recipe_quantize = recipe_stages[1]["quantize"]
+    plain = bench_tbasis.quant_stages(bench_tbasis.parse_args([]), 16, 16)[1]["quantize"]
+    assert "scaling" not in plain and "rate" not in plain
+    assert plain["finetune"]["epochs"] == 18 and plain["bits"]["factors"] == 4
+    assert plain["fold_bn"] == recipe_quantize["fold_bn"]
+    args = bench_tbasis.parse_args(["--scaling", "mse", "--rate", "2", "--bits", "3"])
+    asked = bench_tbasis.quant_stages(args, 16, 16)
+    q = asked[1]["quantize"]
+    assert (q["scaling"], q["rate"], q["bits"]["factors"]) == ("mse", 2.0, 3)
+    assert asked[0]["share"]["basis"] == 16 and asked[2] == recipe_stages[2]
+    assert q["finetune"] == plain["finetune"]
+    args = bench_tbasis.parse_args(["--qat-lr", "0.00025", "--qat-alpha", "0.9"])
+    tuned = bench_tbasis.quant_stages(args, 16, 16)[1]["quantize"]["finetune"]
+    assert tuned["lr"] == 0.00025 and tuned["distill"] == {"alpha": 0.9, "temperature": 4.0}
+    assert "distill" not in plain["finetune"]  # unset: the recipe's train.distill applies
+    with pytest.raises(SystemExit):
+        bench_tbasis.parse_args(["--scaling", "minmax"])

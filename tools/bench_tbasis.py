@@ -6,6 +6,8 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py --dataset cifar10 --root DIR   # DIR holds the binary batches
     python tools/bench_tbasis.py --settings 16/16 --no-tt --quantize ''   # one row
     python tools/bench_tbasis.py --settings 16/16 --no-tt --rate 2   # rate-aware QAT row
+    python tools/bench_tbasis.py --settings 16/16 --no-tt --scaling mse   # least-MSE QAT scales
+    python tools/bench_tbasis.py --settings 16/16 --no-tt --qat-alpha 0.9   # QAT mostly distilled
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
 replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
@@ -79,6 +81,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="quantized rows: rate-aware QAT, loss per KiB of estimated coded size (the "
         "recipe's quantize rate)",
+    )
+    ap.add_argument(
+        "--scaling",
+        choices=("stats", "learned", "mse"),
+        default=None,
+        help="quantized rows: QAT scales (the recipe's quantize scaling; default: the recipe's)",
+    )
+    ap.add_argument(
+        "--qat-lr", type=float, default=None, help="quantized rows: QAT Adam rate (the recipe's)"
+    )
+    ap.add_argument(
+        "--qat-alpha",
+        type=float,
+        default=None,
+        help="quantized rows: weight of QAT's distillation term, temperature 4 (the recipe's: "
+        "train.distill)",
     )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
@@ -266,6 +284,12 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     quantize["finetune"]["epochs"] = args.qat_epochs
     if args.rate is not None:
         quantize["rate"] = args.rate
+    if args.scaling is not None:
+        quantize["scaling"] = args.scaling
+    if args.qat_lr is not None:
+        quantize["finetune"]["lr"] = args.qat_lr
+    if args.qat_alpha is not None:
+        quantize["finetune"]["distill"] = {"alpha": args.qat_alpha, "temperature": 4.0}
     return stages
 
 
@@ -373,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     for b, r in quantized:
         report = run_stages(
             args,
-            f"tbasis-b{b}-r{r}-q{args.bits}" + (f"-rate{args.rate:g}" if args.rate else ""),
+            f"tbasis-b{b}-r{r}-q{args.bits}"
+            + (f"-rate{args.rate:g}" if args.rate else "")
+            + (f"-{args.scaling}" if args.scaling else "")
+            + (f"-lr{args.qat_lr:g}" if args.qat_lr is not None else "")
+            + (f"-kd{args.qat_alpha:g}" if args.qat_alpha is not None else ""),
             quant_stages(args, b, r),
             seed_from=f"tbasis-b{b}-r{r}",
         )
