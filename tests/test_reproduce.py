@@ -234,8 +234,14 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert (q["scaling"], q["rate"], q["bits"]["factors"]) == ("mse", 2.0, 3)
     assert asked[0]["share"]["basis"] == 16 and asked[2] == recipe_stages[2]
     assert q["finetune"] == plain["finetune"]
-    args = bench_tbasis.parse_args(["--qat-lr", "0.00025", "--qat-alpha", "0.9"])
-    tuned = bench_tbasis.quant_stages(args, 16, 16)[1]["quantize"]["finetune"]
+    args = bench_tbasis.parse_args(
+        ["--qat-lr", "0.00025", "--qat-alpha", "0.9", "--fold-epochs", "1"]
+    )
+    tuned_stage = bench_tbasis.quant_stages(args, 16, 16)[1]["quantize"]
+    assert (
+        tuned_stage["fold_epochs"] == 1 and plain["fold_epochs"] == recipe_quantize["fold_epochs"]
+    )
+    tuned = tuned_stage["finetune"]
     assert tuned["lr"] == 0.00025 and tuned["distill"] == {"alpha": 0.9, "temperature": 4.0}
     assert "distill" not in plain["finetune"]  # unset: the recipe's train.distill applies
     with pytest.raises(SystemExit):

@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="quantized rows: weight of QAT's distillation term, temperature 4 (the recipe's: "
         "train.distill)",
     )
+    ap.add_argument(
+        "--fold-epochs",
+        type=int,
+        default=None,
+        help="quantized rows: epochs trained after the fold (the recipe's fold_epochs)",
+    )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
         "--quick",
@@ -290,6 +296,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["finetune"]["lr"] = args.qat_lr
     if args.qat_alpha is not None:
         quantize["finetune"]["distill"] = {"alpha": args.qat_alpha, "temperature": 4.0}
+    if args.fold_epochs is not None:
+        quantize["fold_epochs"] = args.fold_epochs
     return stages
 
 
@@ -401,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             + (f"-rate{args.rate:g}" if args.rate else "")
             + (f"-{args.scaling}" if args.scaling else "")
             + (f"-lr{args.qat_lr:g}" if args.qat_lr is not None else "")
-            + (f"-kd{args.qat_alpha:g}" if args.qat_alpha is not None else ""),
+            + (f"-kd{args.qat_alpha:g}" if args.qat_alpha is not None else "")
+            + (f"-fold{args.fold_epochs}" if args.fold_epochs is not None else ""),
             quant_stages(args, b, r),
             seed_from=f"tbasis-b{b}-r{r}",
         )
