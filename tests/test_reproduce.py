@@ -235,9 +235,19 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert asked[0]["share"]["basis"] == 16 and asked[2] == recipe_stages[2]
     assert q["finetune"] == plain["finetune"]
     args = bench_tbasis.parse_args(
-        ["--qat-lr", "0.00025", "--qat-alpha", "0.9", "--fold-epochs", "1"]
+        [
+            "--qat-lr",
+            "0.00025",
+            "--qat-alpha",
+            "0.9",
+            "--fold-epochs",
+            "1",
+            "--calibration",
+            "absmax",
+        ]
     )
     tuned_stage = bench_tbasis.quant_stages(args, 16, 16)[1]["quantize"]
+    assert tuned_stage["calibration"] == "absmax" and "calibration" not in plain
     assert (
         tuned_stage["fold_epochs"] == 1 and plain["fold_epochs"] == recipe_quantize["fold_epochs"]
     )

@@ -104,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="quantized rows: epochs trained after the fold (the recipe's fold_epochs)",
     )
+    ap.add_argument(
+        "--calibration",
+        choices=("absmax", "mse"),
+        default=None,
+        help="quantized rows: range of the biases and folded scales rounded after QAT (the "
+        "recipe's quantize calibration)",
+    )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
         "--quick",
@@ -298,6 +305,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["finetune"]["distill"] = {"alpha": args.qat_alpha, "temperature": 4.0}
     if args.fold_epochs is not None:
         quantize["fold_epochs"] = args.fold_epochs
+    if args.calibration is not None:
+        quantize["calibration"] = args.calibration
     return stages
 
 
@@ -410,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             + (f"-{args.scaling}" if args.scaling else "")
             + (f"-lr{args.qat_lr:g}" if args.qat_lr is not None else "")
             + (f"-kd{args.qat_alpha:g}" if args.qat_alpha is not None else "")
-            + (f"-fold{args.fold_epochs}" if args.fold_epochs is not None else ""),
+            + (f"-fold{args.fold_epochs}" if args.fold_epochs is not None else "")
+            + (f"-{args.calibration}" if args.calibration else ""),
             quant_stages(args, b, r),
             seed_from=f"tbasis-b{b}-r{r}",
         )
