@@ -254,5 +254,10 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     tuned = tuned_stage["finetune"]
     assert tuned["lr"] == 0.00025 and tuned["distill"] == {"alpha": 0.9, "temperature": 4.0}
     assert "distill" not in plain["finetune"]  # unset: the recipe's train.distill applies
+    assert (
+        bench_tbasis.quant_run_name(args, 16, 16)
+        == "tbasis-b16-r16-q4-lr0.00025-kd0.9-fold1-absmax"
+    )
+    assert bench_tbasis.quant_run_name(bench_tbasis.parse_args([]), 16, 16) == "tbasis-b16-r16-q4"
     with pytest.raises(SystemExit):
         bench_tbasis.parse_args(["--scaling", "minmax"])

@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scaling",
         choices=("stats", "learned", "mse"),
         default=None,
-        help="quantized rows: QAT scales (the recipe's quantize scaling; default: the recipe's)",
+        help="quantized rows: QAT scales (the recipe's quantize scaling)",
     )
     ap.add_argument(
         "--qat-lr", type=float, default=None, help="quantized rows: QAT Adam rate (the recipe's)"
@@ -95,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--qat-alpha",
         type=float,
         default=None,
-        help="quantized rows: weight of QAT's distillation term, temperature 4 (the recipe's: "
-        "train.distill)",
+        help="quantized rows: weight of QAT's distillation term at train.distill's temperature "
+        "(the recipe's: train.distill)",
     )
     ap.add_argument(
         "--fold-epochs",
@@ -288,7 +288,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     """The recipe's own share → quantize → encode, at B/R, with the bench's epochs."""
     from jointcomp.recipe import load_recipe_data
 
-    stages = copy.deepcopy(load_recipe_data(RECIPE)["stages"])
+    recipe = load_recipe_data(RECIPE)
+    stages = copy.deepcopy(recipe["stages"])
     share = stages[0]["share"]
     share.update(share_stage(args, b, r)["share"])
     quantize = stages[1]["quantize"]
@@ -302,12 +303,30 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     if args.qat_lr is not None:
         quantize["finetune"]["lr"] = args.qat_lr
     if args.qat_alpha is not None:
-        quantize["finetune"]["distill"] = {"alpha": args.qat_alpha, "temperature": 4.0}
+        quantize["finetune"]["distill"] = {**recipe["train"]["distill"], "alpha": args.qat_alpha}
     if args.fold_epochs is not None:
         quantize["fold_epochs"] = args.fold_epochs
     if args.calibration is not None:
         quantize["calibration"] = args.calibration
     return stages
+
+
+def quant_run_name(args, b: int, r: int) -> str:
+    """The quantized row's run directory: every flag that changed the stage is in the name."""
+    parts = [f"tbasis-b{b}-r{r}-q{args.bits}"]
+    if args.rate:
+        parts.append(f"rate{args.rate:g}")
+    if args.scaling:
+        parts.append(args.scaling)
+    if args.qat_lr is not None:
+        parts.append(f"lr{args.qat_lr:g}")
+    if args.qat_alpha is not None:
+        parts.append(f"kd{args.qat_alpha:g}")
+    if args.fold_epochs is not None:
+        parts.append(f"fold{args.fold_epochs}")
+    if args.calibration:
+        parts.append(args.calibration)
+    return "-".join(parts)
 
 
 def row_of(report: dict[str, Any], method: str, setting: str) -> dict[str, Any]:
@@ -414,13 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     for b, r in quantized:
         report = run_stages(
             args,
-            f"tbasis-b{b}-r{r}-q{args.bits}"
-            + (f"-rate{args.rate:g}" if args.rate else "")
-            + (f"-{args.scaling}" if args.scaling else "")
-            + (f"-lr{args.qat_lr:g}" if args.qat_lr is not None else "")
-            + (f"-kd{args.qat_alpha:g}" if args.qat_alpha is not None else "")
-            + (f"-fold{args.fold_epochs}" if args.fold_epochs is not None else "")
-            + (f"-{args.calibration}" if args.calibration else ""),
+            quant_run_name(args, b, r),
             quant_stages(args, b, r),
             seed_from=f"tbasis-b{b}-r{r}",
         )
