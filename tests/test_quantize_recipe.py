@@ -79,6 +79,13 @@ def test_joint_recipe_writes_a_bit_exact_quantized_file(tmp_path: Path) -> None:
         ({"method": "qat", "refit": True}, "refit .* use method ptq"),
         ({"method": "qat", "fold_epochs": 1}, "fold_epochs .* fold_bn after"),
         ({"method": "ptq", "fold_bn": "after", "fold_epochs": 1}, "use method qat"),
+        ({"method": "ptq", "fold_bn": "after", "fold_rounding": "qat"}, "fold_rounding qat"),
+        ({"method": "qat", "fold_rounding": "qat"}, "fold_rounding qat .* fold_bn after"),
+        (
+            {"method": "qat", "fold_bn": "after", "fold_lr": 1e-4},
+            "fold_lr .* set fold_epochs too",
+        ),
+        ({"method": "qat", "fold_bn": "after", "fold_epochs": 1, "fold_lr": 0}, r"fold_lr"),
         ({"method": "ptq", "bits": {"factors": 1}}, "needs at least 2 bits"),
         ({"bits": {"factor": 4}}, r"bits\.factor: unknown key; allowed keys here: factors"),
         ({"bits": {"weights": 17}}, r"bits\.weights: .*less than or equal to 16"),

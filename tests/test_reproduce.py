@@ -242,6 +242,8 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
             "0.9",
             "--fold-epochs",
             "1",
+            "--fold-lr",
+            "5e-05",
             "--calibration",
             "absmax",
         ]
@@ -251,13 +253,17 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert (
         tuned_stage["fold_epochs"] == 1 and plain["fold_epochs"] == recipe_quantize["fold_epochs"]
     )
+    assert tuned_stage["fold_lr"] == 5e-05 and "fold_lr" not in plain
     tuned = tuned_stage["finetune"]
     assert tuned["lr"] == 0.00025 and tuned["distill"] == {"alpha": 0.9, "temperature": 4.0}
     assert "distill" not in plain["finetune"]  # unset: the recipe's train.distill applies
     assert (
         bench_tbasis.quant_run_name(args, 16, 16)
-        == "tbasis-b16-r16-q4-lr0.00025-kd0.9-fold1-absmax"
+        == "tbasis-b16-r16-q4-lr0.00025-kd0.9-fold1-foldlr5e-05-absmax"
     )
+    rounded = bench_tbasis.parse_args(["--fold-rounding", "qat", "--qat-epochs", "2"])
+    assert bench_tbasis.quant_stages(rounded, 16, 16)[1]["quantize"]["fold_rounding"] == "qat"
+    assert bench_tbasis.quant_run_name(rounded, 16, 16) == "tbasis-b16-r16-q4-e2-fround-qat"
     assert bench_tbasis.quant_run_name(bench_tbasis.parse_args([]), 16, 16) == "tbasis-b16-r16-q4"
     with pytest.raises(SystemExit):
         bench_tbasis.parse_args(["--scaling", "minmax"])

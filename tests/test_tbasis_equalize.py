@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -91,10 +92,16 @@ def test_coupled_rows_are_left_in_place() -> None:
     assert info["layers"]["block2.0"] == info["layers"]["block3.0"] == "coupled"
 
 
-def test_quantize_folds_every_batch_norm_and_trains_the_folded_ones(tmp_path) -> None:
-    """``fold_bn: after`` with ``fold_epochs``: the plain conv's batch norm is folded before
-    QAT, the T-Basis layers' after it, and their folded scales and biases then train on 4-bit
-    grids; no batch norm is left, and every T-Basis table was equalized first."""
+@pytest.mark.parametrize(
+    "fold", [{"fold_epochs": 1}, {"fold_epochs": 1, "fold_lr": 1e-5}, {"fold_rounding": "qat"}]
+)
+def test_quantize_folds_every_batch_norm_onto_qat_grids(tmp_path, fold: dict) -> None:
+    """``fold_bn: after`` with ``fold_epochs`` or ``fold_rounding: qat``: the plain conv's
+    batch norm is folded before QAT, the T-Basis layers' after it, and their folded scales and
+    biases then go on QAT's 4-bit grids (trained on them for ``fold_epochs``); no batch norm
+    is left, every T-Basis table was equalized first, and the exported network is the one
+    whose accuracy was measured on those grids. The epochs after the fold train at
+    ``fold_lr`` when it is set, QAT's rate otherwise."""
     from jointcomp.nn.quantized import quantized_tensors
     from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
 
@@ -105,15 +112,29 @@ def test_quantize_folds_every_batch_norm_and_trains_the_folded_ones(tmp_path) ->
         bits={"factors": 4, "weights": 8, "norms": 4, "biases": 4},
         granularity="auto",
         fold_bn="after",
-        fold_epochs=1,
         finetune={"epochs": 1, "max_batches": 2},
+        **fold,
     )
     stage = QuantizeStage(params)
     ctx = stage_ctx(tmp_path)
+    rates: dict[str, float | None] = {}
+    finetune = ctx.finetune
+
+    def spy(model, spec, description, **kw):
+        rates[description] = spec.lr
+        return finetune(model, spec, description=description, **kw)
+
+    ctx.finetune = spy  # type: ignore[method-assign]
     model = stage.apply(model, ctx)
     summary = ctx.record["summary"]
+    epochs = fold.get("fold_epochs", 0)
+    after = {"quantize (qat, folded)": fold.get("fold_lr", rates["quantize (qat)"])}
+    assert rates == {"quantize (qat)": rates["quantize (qat)"], **(after if epochs else {})}
     assert summary["bn_folded_first"] == ["block1.1"]
-    assert summary["bn_folded"] == ["block2.1", "block3.1"] and summary["fold_epochs"] == 1
+    assert summary["bn_folded"] == ["block2.1", "block3.1"] and summary["fold_epochs"] == epochs
+    assert ("fold_finetune_loss" in summary) == bool(epochs)
+    if not epochs:  # no training after the fold: export keeps what was measured
+        assert summary["accuracy_after"] == summary["accuracy_folded"]
     assert set(summary["equalized"]["layers"]) == {"block2.0", "block3.0", "fc"}
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     rows = {r["tensor"]: r for r in ctx.record["layers"]}
@@ -121,3 +142,46 @@ def test_quantize_folds_every_batch_norm_and_trains_the_folded_ones(tmp_path) ->
         assert rows[name]["method"] == "qat" and rows[name]["bits"] == 4
     q = quantized_tensors(model)
     assert int(q["block3.0.bias"].int_repr.abs().max()) <= 7  # a signed 4-bit grid
+
+
+class _Unrolled(nn.Module):
+    """The shared small_cnn without its Sequentials, as ResNet blocks are: only the traced
+    graph says which batch norm follows which layer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = model.block1[0], model.block1[1]
+        self.conv2, self.bn2 = model.block2[0], model.block2[1]
+        self.conv3, self.bn3 = model.block3[0], model.block3[1]
+        self.pool, self.gap, self.fc = model.pool, model.gap, model.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        x = torch.relu(self.bn3(self.conv3(x)))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+def test_batch_norms_outside_sequentials_fold_onto_qat_grids(tmp_path) -> None:
+    """Mid-QAT the plain conv is a brevitas layer and the tables are parametrized, which fx
+    cannot trace through: the fold still finds every T-Basis layer's batch norm, so each
+    folded scale and bias goes on QAT's grid instead of being rounded after it."""
+    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+
+    from .quantize_util import stage_ctx
+
+    model = _Unrolled(_uneven_model()).eval()
+    params = QuantizeParams(
+        bits={"factors": 4, "weights": 8, "norms": 6, "biases": 6},
+        fold_bn="after",
+        fold_rounding="qat",
+        finetune={"epochs": 1, "max_batches": 2},
+    )
+    ctx = stage_ctx(tmp_path)
+    model = QuantizeStage(params).apply(model, ctx)
+    summary = ctx.record["summary"]
+    assert summary["bn_folded_first"] == ["bn1"] and summary["bn_folded"] == ["bn2", "bn3"]
+    rows = {r["tensor"]: r for r in ctx.record["layers"]}
+    for name in ("conv2.out_scale", "conv2.bias", "conv3.out_scale", "conv3.bias"):
+        assert rows[name]["method"] == "qat", name
+    assert summary["accuracy_after"] == summary["accuracy_folded"]

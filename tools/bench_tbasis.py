@@ -39,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/resnet32-fashion-tbasis.yaml"
 PAPER = {"32/32": (93.45, 66.0), "16/16": (90.24, 9.5), "8/8": (81.35, 2.1)}
+QAT_EPOCHS = 18  # the quantized rows' QAT epochs (the README's rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--bits", type=int, default=4, help="bits of basis and coefficients")
     ap.add_argument(
-        "--qat-epochs", type=int, default=18, help="QAT epochs of quantized rows (then fold_epochs)"
+        "--qat-epochs",
+        type=int,
+        default=QAT_EPOCHS,
+        help="QAT epochs of quantized rows (then fold_epochs)",
     )
     ap.add_argument(
         "--keep-bn", action="store_true", help="quantized rows: do not fold batch norms"
@@ -103,6 +107,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="quantized rows: epochs trained after the fold (the recipe's fold_epochs)",
+    )
+    ap.add_argument(
+        "--fold-lr",
+        type=float,
+        default=None,
+        help="quantized rows: learning rate of the epochs after the fold (the recipe's fold_lr)",
+    )
+    ap.add_argument(
+        "--fold-rounding",
+        choices=("ptq", "qat"),
+        default=None,
+        help="quantized rows: round the folded scales and biases after QAT (ptq) or with "
+        "QAT's quantizers (qat; the recipe's fold_rounding)",
     )
     ap.add_argument(
         "--calibration",
@@ -306,6 +323,10 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["finetune"]["distill"] = {**recipe["train"]["distill"], "alpha": args.qat_alpha}
     if args.fold_epochs is not None:
         quantize["fold_epochs"] = args.fold_epochs
+    if args.fold_lr is not None:
+        quantize["fold_lr"] = args.fold_lr
+    if args.fold_rounding is not None:
+        quantize["fold_rounding"] = args.fold_rounding
     if args.calibration is not None:
         quantize["calibration"] = args.calibration
     return stages
@@ -314,6 +335,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
 def quant_run_name(args, b: int, r: int) -> str:
     """The quantized row's run directory: every flag that changed the stage is in the name."""
     parts = [f"tbasis-b{b}-r{r}-q{args.bits}"]
+    if args.qat_epochs != QAT_EPOCHS:  # a shorter run must not overwrite the cached row
+        parts.append(f"e{args.qat_epochs}")
     if args.rate:
         parts.append(f"rate{args.rate:g}")
     if args.scaling:
@@ -324,6 +347,10 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"kd{args.qat_alpha:g}")
     if args.fold_epochs is not None:
         parts.append(f"fold{args.fold_epochs}")
+    if args.fold_lr is not None:
+        parts.append(f"foldlr{args.fold_lr:g}")
+    if args.fold_rounding:
+        parts.append(f"fround-{args.fold_rounding}")
     if args.calibration:
         parts.append(args.calibration)
     return "-".join(parts)

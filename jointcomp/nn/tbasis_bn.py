@@ -7,6 +7,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from .execution import FactorizedModule
 from .tbasis import TBASIS_LAYERS
@@ -15,8 +16,16 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class _Tracer(fx.Tracer):
+    """Factorized layers are leaves, and so are the modules QAT puts in (brevitas layers and
+    parametrized tensors, which fx cannot trace): mid-QAT the graph is the float one's."""
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, FactorizedModule) or super().is_leaf_module(m, qualname)
+        return (
+            isinstance(m, FactorizedModule)
+            or parametrize.is_parametrized(m)
+            or type(m).__module__.startswith("brevitas.")
+            or super().is_leaf_module(m, qualname)
+        )
 
 
 def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:

@@ -162,6 +162,19 @@ class QuantizeParams(StageParams):
         "train this many more epochs with the folded output scales and biases on their grids "
         "too, so they can take fewer bits (0: round them after training instead)",
     )
+    fold_lr: float | None = Field(
+        None,
+        gt=0,
+        description="learning rate of the fold_epochs (default: finetune's); with no batch "
+        "norms left, steps of QAT's size can throw the network off",
+    )
+    fold_rounding: Literal["ptq", "qat"] = Field(
+        "ptq",
+        description="qat with fold_bn: after: how the output scales and biases the fold makes "
+        "(and the other biases) are rounded. ptq: after QAT, on the calibration range; qat: "
+        "fold before QAT's quantizers are exported and round them with QAT's own quantizers "
+        "(scaling), no more training unless fold_epochs (which always rounds this way)",
+    )
     equalize: bool = Field(
         True,
         description="T-Basis layers: first move each coefficient row's magnitude into its "
@@ -202,6 +215,13 @@ class QuantizeParams(StageParams):
     def _check(self) -> QuantizeParams:
         if self.fold_epochs and (self.method != "qat" or self.fold_bn != "after"):
             raise ValueError("fold_epochs trains folded batch norms: use method qat, fold_bn after")
+        if self.fold_lr is not None and not self.fold_epochs:
+            raise ValueError("fold_lr is the learning rate of fold_epochs: set fold_epochs too")
+        if self.fold_rounding == "qat" and (self.method != "qat" or self.fold_bn != "after"):
+            raise ValueError(
+                "fold_rounding qat rounds folded batch norms with QAT's quantizers: "
+                "use method qat, fold_bn after"
+            )
         if self.rate and self.method != "qat":
             raise ValueError("rate adds a code-length term to QAT's loss: use method qat")
         if self.refit and self.method != "ptq":
@@ -338,7 +358,8 @@ class QuantizeStage(Stage):
 
     def _fold_and_train(self, model, ctx, session, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the layers mid-QAT, put quantizers on
-        the output scales and biases that appear, and train ``fold_epochs`` more epochs."""
+        the output scales and biases that appear, and train ``fold_epochs`` more epochs (none:
+        QAT's export rounds them)."""
         p: QuantizeParams = self.params  # type: ignore[assignment]
         targets, _ = self._fold_tbasis(model, ctx, summary)
         summary["fold_epochs"] = p.fold_epochs
@@ -350,8 +371,13 @@ class QuantizeStage(Stage):
         ]
         session.prepare(fresh)
         summary["accuracy_folded"] = ctx.evaluate(model)
+        if not p.fold_epochs:
+            return fresh
         ctx.log(f"training {len(fresh)} folded tensors on their grids for {p.fold_epochs} epoch(s)")
-        spec = p.finetune.model_copy(update={"epochs": p.fold_epochs})
+        update: dict[str, object] = {"epochs": p.fold_epochs}
+        if p.fold_lr is not None:
+            update["lr"] = p.fold_lr
+        spec = p.finetune.model_copy(update=update)
         fit = ctx.finetune(model, spec, description="quantize (qat, folded)", seed_offset=1)
         summary["fold_finetune_loss"] = fit.loss
         return fresh
@@ -501,7 +527,8 @@ class QuantizeStage(Stage):
             batches = ctx.calibration_batches(p.bn_batches)
             if recalibrate_batchnorm(model, batches, ctx.device):
                 summary["accuracy_reestimated"] = ctx.evaluate(model)
-        folded = self._fold_and_train(model, ctx, session, summary) if p.fold_epochs else []
+        fold_now = p.fold_epochs or (p.fold_bn == "after" and p.fold_rounding == "qat")
+        folded = self._fold_and_train(model, ctx, session, summary) if fold_now else []
         session.export()
         return folded
 
