@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .augment import Augmenter
@@ -191,16 +192,19 @@ def fit(
             x, y = x.to(device), y.to(device)
             if augment is not None:
                 x = augment(x)
-            logits = runner(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                alpha = spec.distill.alpha  # type: ignore[union-attr]
-                kd = distillation_loss(logits, t_logits, spec.distill.temperature)  # type: ignore[union-attr]
-                loss = (1 - alpha) * loss + alpha * kd
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
+            # a parametrized tensor used by many layers (a T-Basis basis under QAT) is
+            # quantized once per step, not once per use
+            with parametrize.cached():
+                logits = runner(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    alpha = spec.distill.alpha  # type: ignore[union-attr]
+                    kd = distillation_loss(logits, t_logits, spec.distill.temperature)  # type: ignore[union-attr]
+                    loss = (1 - alpha) * loss + alpha * kd
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -252,7 +256,8 @@ def evaluate(
         ):
             if max_batches and b >= max_batches:
                 break
-            pred = model(x.to(device)).argmax(dim=1)
+            with parametrize.cached():
+                pred = model(x.to(device)).argmax(dim=1)
             correct += int((pred == y.to(device)).sum())
             total += len(y)
     model.train(was_training)

@@ -261,9 +261,19 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
         bench_tbasis.quant_run_name(args, 16, 16)
         == "tbasis-b16-r16-q4-lr0.00025-kd0.9-fold1-foldlr5e-05-absmax"
     )
-    rounded = bench_tbasis.parse_args(["--fold-rounding", "qat", "--qat-epochs", "2"])
-    assert bench_tbasis.quant_stages(rounded, 16, 16)[1]["quantize"]["fold_rounding"] == "qat"
-    assert bench_tbasis.quant_run_name(rounded, 16, 16) == "tbasis-b16-r16-q4-e2-fround-qat"
+    rounded = bench_tbasis.parse_args(
+        ["--fold-rounding", "qat", "--qat-epochs", "2", "--fold-bits", "8"]
+    )
+    folded = bench_tbasis.quant_stages(rounded, 16, 16)[1]["quantize"]
+    assert folded["fold_rounding"] == "qat" and folded["bits"]["biases"] == 8
+    assert folded["layers"]["*.out_scale"]["bits"] == 8
+    assert plain["layers"]["*.out_scale"] == recipe_quantize["layers"]["*.out_scale"]
+    assert plain["bits"]["biases"] == recipe_quantize["bits"]["biases"]
+    assert bench_tbasis.quant_run_name(rounded, 16, 16) == "tbasis-b16-r16-q4-e2-fbits8-fround-qat"
     assert bench_tbasis.quant_run_name(bench_tbasis.parse_args([]), 16, 16) == "tbasis-b16-r16-q4"
     with pytest.raises(SystemExit):
         bench_tbasis.parse_args(["--scaling", "minmax"])
+    # --device is the recipe's device; rows train on the CPU unless asked
+    assert bench_tbasis.base_recipe(bench_tbasis.parse_args([]))["device"] == "cpu"
+    on_gpu = bench_tbasis.parse_args(["--device", "cuda:1"])
+    assert bench_tbasis.base_recipe(on_gpu)["device"] == "cuda:1"

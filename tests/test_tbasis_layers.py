@@ -246,3 +246,55 @@ def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path)
     loaded = _round_trip(model, tmp_path / "f.jcz")
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+class _CountingScale(nn.Module):
+    """A parametrization that counts its calls with gradients on, i.e. in training steps (a
+    stand-in for QAT's basis quantizer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        self.calls += torch.is_grad_enabled()
+        return value * 0.5
+
+
+def _fit_with_parametrized_basis(cached: bool) -> tuple[int, list[torch.Tensor]]:
+    """One epoch of ``train.fit`` on random data, the shared basis parametrized; returns the
+    parametrization's calls and the trained parameters."""
+    from torch.nn.utils import parametrize
+    from torch.utils.data import TensorDataset
+
+    from jointcomp import train
+    from jointcomp.recipe import TrainSpec
+
+    model, basis, _ = shared_small_cnn()
+    counter = _CountingScale()
+    parametrize.register_parametrization(basis, "basis", counter)
+    counter.calls = 0  # registering runs it once
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(24, 1, 8, 8, generator=gen), torch.randint(0, 10, (24,)))
+    spec = TrainSpec(epochs=1, optimizer="adam", lr=0.01)
+    if not cached:  # the uncached reference: every use of the basis runs the parametrization
+        real = parametrize.cached
+        parametrize.cached = lambda: __import__("contextlib").nullcontext()
+    try:
+        train.fit(model, data, spec, batch_size=8, seed=0)
+    finally:
+        if not cached:
+            parametrize.cached = real
+    return counter.calls, [p.detach().clone() for p in model.parameters()]
+
+
+def test_training_runs_a_shared_parametrization_once_per_step() -> None:
+    """Under QAT the basis is a parametrized tensor (its quantizer) that every T-Basis layer
+    uses: fit computes it once per step, and the trained network is the same as computing it
+    at every use."""
+    calls, trained = _fit_with_parametrized_basis(cached=True)
+    assert calls == 3  # 24 samples, batches of 8: one call per step for three layers
+    calls_uncached, reference = _fit_with_parametrized_basis(cached=False)
+    assert calls_uncached == 9
+    for ours, theirs in zip(trained, reference):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -124,6 +124,17 @@ def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def test_quantize_records_its_training_steps_and_time(run_dir: Path) -> None:
+    """The QAT record says how many steps it trained and how long they took (what a user
+    needs to size a longer run)."""
+    from jointcomp.data import load_data
+
+    summary = _stages(run_dir)["quantize"]["record"]["summary"]
+    train = load_data("digits", None, 0.2, 0, None).train
+    assert summary["finetune_steps"] == -(-len(train) // 64)  # 1 epoch, batches of 64
+    assert summary["finetune_seconds"] > 0
+
+
 def test_quantize_equalizes_the_tables_first(run_dir: Path) -> None:
     summary = _stages(run_dir)["quantize"]["record"]["summary"]
     moved = summary["equalized"]["layers"]

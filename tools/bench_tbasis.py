@@ -8,6 +8,10 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py --settings 16/16 --no-tt --rate 2   # rate-aware QAT row
     python tools/bench_tbasis.py --settings 16/16 --no-tt --scaling mse   # least-MSE QAT scales
     python tools/bench_tbasis.py --settings 16/16 --no-tt --qat-alpha 0.9   # QAT mostly distilled
+    python tools/bench_tbasis.py --limit 0 --device cuda --out runs/bench-tbasis-full   # all
+        60,000 images, trained on the GPU (each --limit needs its own --out: run names omit it)
+    python tools/bench_tbasis.py --settings '' --no-tt --rate 2 --scale-bits 8   # 8-bit rank
+        scalings, basis and coefficients still 4-bit
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
 replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
@@ -115,6 +119,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="quantized rows: learning rate of the epochs after the fold (the recipe's fold_lr)",
     )
     ap.add_argument(
+        "--fold-bits",
+        type=int,
+        default=None,
+        help="quantized rows: bits of the folded output scales and of the biases (the "
+        "recipe's *.out_scale layer override and bits.biases)",
+    )
+    ap.add_argument(
+        "--scale-bits",
+        type=int,
+        default=None,
+        help="quantized rows: bits of the T-Basis rank scalings (a '*.rank_scale' layer "
+        "override; default: the factors' bits)",
+    )
+    ap.add_argument(
         "--fold-rounding",
         choices=("ptq", "qat"),
         default=None,
@@ -137,6 +155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--out", default="runs/bench-tbasis")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="where rows train: cpu, cuda, cuda:N or auto (the recipe's device; the audit "
+        "measures every file on the CPU either way)",
+    )
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
     if args.quick:
@@ -152,6 +176,7 @@ def base_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     raw = load_recipe_data(RECIPE)
     raw["threads"] = args.threads
+    raw["device"] = args.device
     raw["data"].update(dataset=args.dataset, root=args.root, limit=args.limit or None)
     raw["train"]["epochs"] = args.baseline_epochs
     raw["audit"] = {"latency": False, "macs": False, "html": False}
@@ -325,6 +350,11 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["fold_epochs"] = args.fold_epochs
     if args.fold_lr is not None:
         quantize["fold_lr"] = args.fold_lr
+    if args.fold_bits is not None:
+        quantize["bits"]["biases"] = args.fold_bits
+        quantize["layers"]["*.out_scale"]["bits"] = args.fold_bits
+    if args.scale_bits is not None:
+        quantize.setdefault("layers", {})["*.rank_scale"] = {"bits": args.scale_bits}
     if args.fold_rounding is not None:
         quantize["fold_rounding"] = args.fold_rounding
     if args.calibration is not None:
@@ -349,6 +379,10 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"fold{args.fold_epochs}")
     if args.fold_lr is not None:
         parts.append(f"foldlr{args.fold_lr:g}")
+    if args.fold_bits is not None:
+        parts.append(f"fbits{args.fold_bits}")
+    if args.scale_bits is not None:
+        parts.append(f"sbits{args.scale_bits}")
     if args.fold_rounding:
         parts.append(f"fround-{args.fold_rounding}")
     if args.calibration:

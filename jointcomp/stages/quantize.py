@@ -520,6 +520,8 @@ class QuantizeStage(Stage):
             with torch.no_grad():
                 summary["rate_bytes_after"] = round(float(session.rate_bits()) / 8)
         summary["finetune_loss"] = fit.loss
+        summary["finetune_steps"] = fit.steps
+        summary["finetune_seconds"] = round(fit.seconds, 2)
         reestimate = p.fold_bn is not True and p.bn_reestimate and p.bn_batches > 0
         if p.fold_bn == "after" or reestimate:  # the accuracy the fold / re-estimation starts at
             summary["accuracy_trained"] = ctx.evaluate(model)
