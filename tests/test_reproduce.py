@@ -273,6 +273,11 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert bench_tbasis.quant_run_name(bench_tbasis.parse_args([]), 16, 16) == "tbasis-b16-r16-q4"
     with pytest.raises(SystemExit):
         bench_tbasis.parse_args(["--scaling", "minmax"])
+    # --method kmeans: codebooks instead of QAT's grids, in the stage and in the run's name
+    codebooks = bench_tbasis.parse_args(["--method", "kmeans"])
+    assert bench_tbasis.quant_stages(codebooks, 16, 16)[1]["quantize"]["method"] == "kmeans"
+    assert plain["method"] == recipe_quantize["method"] == "qat"
+    assert bench_tbasis.quant_run_name(codebooks, 16, 16) == "tbasis-b16-r16-q4-kmeans"
     # --device is the recipe's device; rows train on the CPU unless asked
     assert bench_tbasis.base_recipe(bench_tbasis.parse_args([]))["device"] == "cpu"
     on_gpu = bench_tbasis.parse_args(["--device", "cuda:1"])

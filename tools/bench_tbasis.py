@@ -12,6 +12,8 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
         60,000 images, trained on the GPU (each --limit needs its own --out: run names omit it)
     python tools/bench_tbasis.py --settings '' --no-tt --rate 2 --scale-bits 8   # 8-bit rank
         scalings, basis and coefficients still 4-bit
+    python tools/bench_tbasis.py --settings '' --no-tt --method kmeans   # 16-entry k-means
+        codebooks (one per tensor) instead of uniform 4-bit grids
 
 Every row is a ``jointcomp run`` of recipes/resnet32-fashion-tbasis.yaml with its stages
 replaced: ``share`` (B/R, mode 9, the stem conv left dense; fitted with ``--fit-steps`` L-BFGS
@@ -145,6 +147,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="quantized rows: range of the biases and folded scales rounded after QAT (the "
         "recipe's quantize calibration)",
+    )
+    ap.add_argument(
+        "--method",
+        choices=("qat", "kmeans"),
+        default=None,
+        help="quantized rows: QAT on uniform grids (the recipe's) or k-means codebooks of "
+        "2^bits entries per tensor with fine-tuned centroids (Deep Compression)",
     )
     ap.add_argument("--coupled", action="store_true", help="coupled cores within ResNet stages")
     ap.add_argument(
@@ -338,6 +347,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
     quantize["fold_bn"] = False if args.keep_bn else "after"
     quantize["bits"]["factors"] = args.bits
     quantize["finetune"]["epochs"] = args.qat_epochs
+    if args.method is not None:
+        quantize["method"] = args.method
     if args.rate is not None:
         quantize["rate"] = args.rate
     if args.scaling is not None:
@@ -367,6 +378,8 @@ def quant_run_name(args, b: int, r: int) -> str:
     parts = [f"tbasis-b{b}-r{r}-q{args.bits}"]
     if args.qat_epochs != QAT_EPOCHS:  # a shorter run must not overwrite the cached row
         parts.append(f"e{args.qat_epochs}")
+    if args.method == "kmeans":
+        parts.append("kmeans")
     if args.rate:
         parts.append(f"rate{args.rate:g}")
     if args.scaling:
