@@ -159,9 +159,7 @@ def run(
         baseline, baseline_info = get_baseline(
             recipe, data, kwargs, device=device, progress=progress, log=console.print
         )
-        teacher = copy.deepcopy(baseline).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = _frozen_copy(baseline)
         model, _meta, records = _run_stages(
             recipe,
             stages,
@@ -203,6 +201,30 @@ class _null:
         return None
 
 
+def _distils_from_input(recipe: Recipe, spec: StageSpec) -> bool:
+    """Whether the recipe's train settings or this stage's parameters distil from the stage's
+    input (``distill: {teacher: input}`` anywhere in them)."""
+
+    def asks(data: Any) -> bool:
+        if isinstance(data, dict):
+            distill = data.get("distill")
+            if isinstance(distill, dict) and distill.get("teacher") == "input":
+                return True
+            return any(asks(v) for v in data.values())
+        if isinstance(data, list):
+            return any(asks(v) for v in data)
+        return False
+
+    return asks(recipe.train.model_dump()) or asks(spec.params.model_dump())
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def _run_stages(
     recipe: Recipe,
     stages: list[StageSpec],
@@ -241,6 +263,7 @@ def _run_stages(
             recipe=recipe,
             data=data,
             teacher=teacher,
+            input_teacher=_frozen_copy(model) if _distils_from_input(recipe, spec) else None,
             device=device,
             seed=seed,
             stage_index=spec.index,

@@ -77,10 +77,16 @@ class DataSpec(Strict):
 
 
 class DistillSpec(Strict):
-    """Knowledge distillation from the uncompressed (baseline) model."""
+    """Knowledge distillation from the uncompressed (baseline) model, or from the model as the
+    stage received it."""
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
+    teacher: Literal["baseline", "input"] | None = Field(
+        None,
+        description="baseline (unset): the uncompressed model; input: a frozen copy of the model "
+        "as the stage received it (e.g. the float network that QAT quantizes)",
+    )
 
 
 class AugmentSpec(Strict):
@@ -369,7 +375,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 # keys added after baselines were cached and runs fingerprinted: hashes leave them out while
 # null, so those caches stay valid and those runs resume
-ADDED_KEYS = ("augment", "rate")
+ADDED_KEYS = ("augment", "rate", "teacher")
 
 
 def without_unset_added(data: Any) -> Any:

@@ -110,3 +110,43 @@ def test_baseline_is_cached_and_shared(tmp_path: Path, monkeypatch) -> None:
     assert first.report["baseline"]["source"]["source"] == "trained"
     assert second.report["baseline"]["source"]["source"] == "cache"
     assert first.report["baseline"]["accuracy"] == second.report["baseline"]["accuracy"]
+
+
+def test_distill_teacher_input_is_the_stage_input(tmp_path: Path, monkeypatch) -> None:
+    """``distill: {teacher: input}`` makes a stage distil from the model it received (the
+    float network before QAT), not from the uncompressed baseline."""
+    import jointcomp.stages.base as base
+
+    teachers: list[torch.nn.Module | None] = []
+    real_fit = base.fit
+
+    def recording_fit(model, *args, **kwargs):
+        teachers.append(kwargs["teacher"])
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(base, "fit", recording_fit)
+    input_taught = {"epochs": 1, "distill": {"alpha": 1.0, "teacher": "input"}}
+    stages = [
+        {"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}},
+        {"prune": {"ratio": 0.3, "finetune": input_taught}},
+        {"encode": {"codec": "auto"}},
+    ]
+    result = run(validate_recipe(tiny_recipe(tmp_path, stages=stages)), show_progress=False)
+    report = json.loads((result.out_dir / "report.json").read_text())
+    first_stage_params = report["stages"][0]["params"]
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    assert len(teachers) == 2
+    assert count(teachers[0]) == report["baseline"]["params"]  # the recipe's teacher
+    taught_by = teachers[1]
+    assert count(taught_by) == first_stage_params < report["baseline"]["params"]
+    assert not taught_by.training and not any(p.requires_grad for p in taught_by.parameters())
+
+
+def test_distill_teacher_rejects_an_unknown_teacher(tmp_path: Path) -> None:
+    raw = tiny_recipe(tmp_path)
+    raw["train"]["distill"]["teacher"] = "student"
+    with pytest.raises(RecipeError, match="teacher"):
+        validate_recipe(raw)

@@ -8,6 +8,8 @@ ResNet-32 (jointcomp's zoo), and the T-Basis file after 4-bit QAT + entropy codi
     python tools/bench_tbasis.py --settings 16/16 --no-tt --rate 2   # rate-aware QAT row
     python tools/bench_tbasis.py --settings 16/16 --no-tt --scaling mse   # least-MSE QAT scales
     python tools/bench_tbasis.py --settings 16/16 --no-tt --qat-alpha 0.9   # QAT mostly distilled
+    python tools/bench_tbasis.py --settings 16/16 --no-tt --qat-teacher input   # QAT distils
+        from the float T-Basis network, not the dense baseline
     python tools/bench_tbasis.py --limit 0 --device cuda --out runs/bench-tbasis-full   # all
         60,000 images, trained on the GPU (each --limit needs its own --out: run names omit it)
     python tools/bench_tbasis.py --settings '' --no-tt --rate 2 --scale-bits 8   # 8-bit rank
@@ -107,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="quantized rows: weight of QAT's distillation term at train.distill's temperature "
         "(the recipe's: train.distill)",
+    )
+    ap.add_argument(
+        "--qat-teacher",
+        choices=("baseline", "input"),
+        default=None,
+        help="quantized rows: QAT distils from the dense baseline (the recipe's) or from the "
+        "float T-Basis network it quantizes (distill.teacher: input)",
     )
     ap.add_argument(
         "--fold-epochs",
@@ -355,8 +364,13 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["scaling"] = args.scaling
     if args.qat_lr is not None:
         quantize["finetune"]["lr"] = args.qat_lr
-    if args.qat_alpha is not None:
-        quantize["finetune"]["distill"] = {**recipe["train"]["distill"], "alpha": args.qat_alpha}
+    if args.qat_alpha is not None or args.qat_teacher is not None:
+        distill = dict(quantize["finetune"].get("distill") or recipe["train"]["distill"])
+        if args.qat_alpha is not None:
+            distill["alpha"] = args.qat_alpha
+        if args.qat_teacher is not None:
+            distill["teacher"] = args.qat_teacher
+        quantize["finetune"]["distill"] = distill
     if args.fold_epochs is not None:
         quantize["fold_epochs"] = args.fold_epochs
     if args.fold_lr is not None:
@@ -388,6 +402,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"lr{args.qat_lr:g}")
     if args.qat_alpha is not None:
         parts.append(f"kd{args.qat_alpha:g}")
+    if args.qat_teacher == "input":
+        parts.append("kd-input")
     if args.fold_epochs is not None:
         parts.append(f"fold{args.fold_epochs}")
     if args.fold_lr is not None:

@@ -44,6 +44,9 @@ class StageContext:
     record: dict[str, Any] = field(default_factory=dict)
     progress: Any = None
     console: Any = None
+    #: a frozen copy of the model as this stage received it, kept only when some ``distill``
+    #: of the recipe's train settings or this stage's parameters asks for ``teacher: input``
+    input_teacher: nn.Module | None = None
 
     def log(self, message: str) -> None:
         if self.console is not None:
@@ -71,8 +74,14 @@ class StageContext:
         seed_offset: int = 0,
     ) -> FitResult:
         """Fine-tune ``model`` with the recipe's train settings merged with ``override``,
-        distilling from the uncompressed model when the merged settings ask for it."""
+        distilling from the uncompressed model (or the stage's input) when the merged settings
+        ask for it."""
         spec = (override or FinetuneSpec()).merged(self.recipe.train)
+        teacher = None
+        if spec.distill is not None:
+            teacher = self.input_teacher if spec.distill.teacher == "input" else self.teacher
+            if teacher is None and spec.distill.teacher == "input":
+                raise RuntimeError(f"{self.stage_name}: no copy of its input to distil from")
         return fit(
             model,
             self.data.train,
@@ -80,7 +89,7 @@ class StageContext:
             batch_size=self.recipe.data.batch_size,
             seed=self.seed + seed_offset,
             device=self.device,
-            teacher=self.teacher if spec.distill is not None else None,
+            teacher=teacher,
             masks=self.sparse_masks(model),
             extra_loss=extra_loss,
             progress=self.progress,
