@@ -283,6 +283,10 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]
     assert taught_distill == {"alpha": 0.9, "temperature": 4.0, "teacher": "input"}
     assert bench_tbasis.quant_run_name(taught, 16, 16) == "tbasis-b16-r16-q4-kd0.9-kd-input"
+    as_recipe = bench_tbasis.parse_args(["--qat-teacher", "baseline"])
+    assert bench_tbasis.quant_stages(as_recipe, 16, 16) == bench_tbasis.quant_stages(
+        bench_tbasis.parse_args([]), 16, 16
+    )
     # --device is the recipe's device; rows train on the CPU unless asked
     assert bench_tbasis.base_recipe(bench_tbasis.parse_args([]))["device"] == "cpu"
     on_gpu = bench_tbasis.parse_args(["--device", "cuda:1"])

@@ -364,12 +364,12 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["scaling"] = args.scaling
     if args.qat_lr is not None:
         quantize["finetune"]["lr"] = args.qat_lr
-    if args.qat_alpha is not None or args.qat_teacher is not None:
+    if args.qat_alpha is not None or args.qat_teacher == "input":
         distill = dict(quantize["finetune"].get("distill") or recipe["train"]["distill"])
         if args.qat_alpha is not None:
             distill["alpha"] = args.qat_alpha
-        if args.qat_teacher is not None:
-            distill["teacher"] = args.qat_teacher
+        if args.qat_teacher == "input":  # "baseline" is the recipe's: same stage, same run
+            distill["teacher"] = "input"
         quantize["finetune"]["distill"] = distill
     if args.fold_epochs is not None:
         quantize["fold_epochs"] = args.fold_epochs
