@@ -3,6 +3,10 @@ file and rebuilt as one object, counted once, and bit-exact after save + open_ar
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,9 @@ from torch import nn
 
 from jointcomp.audit.measure import count_params
 from jointcomp.container import open_artifact, save
+from jointcomp.container.framing import MAGIC, unpack
+from jointcomp.container.header_dict import HEADER_DICT
+from jointcomp.container.manifest import Manifest, rebuild_structure
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import IntQuantized, attach, quantized_tensors
 from jointcomp.nn.tbasis import (
@@ -298,3 +305,76 @@ def test_training_runs_a_shared_parametrization_once_per_step() -> None:
     assert calls_uncached == 9
     for ours, theirs in zip(trained, reference):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def _file_with_minor(header: dict, payload: bytes, minor: int) -> bytes:
+    """A file image of ``header`` and ``payload`` that says it is format 1.``minor``."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    body = deflater.compress(text) + deflater.flush()
+    out = struct.pack("<8sHHII", MAGIC, 1, minor, len(body), zlib.crc32(body)) + body + payload
+    return out + hashlib.sha256(out).digest()
+
+
+def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
+    tmp_path: Path,
+) -> None:
+    """Format 1.4: a T-Basis layer's edit lists neither the conv geometry of the layer it
+    replaces nor the basis settings of the T-Basis edit before it, and a quantizer not the shape
+    of its tensor; the 1.3 spelling of every argument opens to the same module, and is larger."""
+    model, basis, _ = shared_small_cnn()
+    attach(basis, "basis", IntQuantized.from_ints(torch.randint(-7, 8, (B, R, N, R)), 0.05, bits=4))
+    save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
+    image = (tmp_path / "m.jcz").read_bytes()
+    frame = unpack(image)
+    edits = {(p, t): c for p, t, c in frame.header["model"]["edits"]}
+    geometry = {"in_channels", "out_channels", "kernel_size", "padding"}
+    settings = {"basis_size", "rank", "mode", "table_rows"}
+    first, second = edits[("block2.0", "TBasisConv2d")], edits[("block3.0", "TBasisConv2d")]
+    assert not geometry & set(first) and settings <= set(first)
+    assert not (geometry | settings) & set(second)
+    assert second["rows"] == model.block3[0].row_list[0]
+    assert edits[("block2.0.basis", "@parametrize")]["basis"][0][1] == {"bits": 4}
+
+    loaded = open_artifact(image).model
+    spelled = json.loads(json.dumps(frame.header))
+    for edit in spelled["model"]["edits"]:
+        path, kind, _ = edit
+        if kind == "@parametrize":
+            edit[2]["basis"][0][1]["shape"] = [B, R, N, R]
+        else:
+            module = loaded.get_submodule(path)
+            edit[2] = MODULE_TYPES[kind].config(module)
+    spelled["tensors"] = [{k: v for k, v in e.items()} for e in open_artifact(image).entries]
+    old = _file_with_minor(spelled, bytes(frame.payload), 3)
+    assert len(old) > len(image)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+        assert torch.equal(model(x), open_artifact(old).model(x))
+
+
+def test_files_before_1_4_take_left_out_arguments_as_defaults() -> None:
+    """A 1.3 edit that leaves out an argument means its default, not the replaced layer's: a
+    T-Basis conv with the default padding 0 where the conv had padding 1."""
+    conv = build_model("zoo:small_cnn", KW).block2[0]
+    plan = plan_modes(conv.out_channels, conv.in_channels, N, conv.kernel_size)
+    config = {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": [3, 3],
+        "out_modes": list(plan.out_modes),
+        "in_modes": list(plan.in_modes),
+        "basis_size": B,
+        "rank": R,
+        "mode": N,
+        "rows": 0,
+        "table_rows": plan.cores,
+    }
+    padding = {}
+    for implied in (False, True):
+        manifest = Manifest("zoo:small_cnn", KW, [["block2.0", "TBasisConv2d", config]])
+        manifest.implied = implied
+        root, _ = rebuild_structure(build_model("zoo:small_cnn", KW), manifest)
+        padding[implied] = root.block2[0].spec.padding
+    assert padding == {False: (0, 0), True: (1, 1)}

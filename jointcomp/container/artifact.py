@@ -25,7 +25,7 @@ from .manifest import (
     stored_tensors,
     tensors_to_store,
 )
-from .names import compact_table, needs_structure, resolve_table
+from .names import compact_table, fill_lengths, needs_structure, resolve_table
 from .scalars import expand_scalars, pack_scalars
 from .tensors import check_entry, check_runs, decode_tensor, encode_tensor
 
@@ -173,7 +173,7 @@ def _read(
     """read_header, plus the rebuilt (module, state dict) when the table needed them."""
     frame = unpack(data)
     header = frame.header
-    manifest = manifest_from_json(header.get("model"))
+    manifest = manifest_from_json(header.get("model"), frame.minor)
     entries = header.get("tensors")
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError("header: missing or oversized tensor table")
@@ -184,6 +184,8 @@ def _read(
     if frame.minor >= 3 and needs_structure(entries):
         structure = _structure(manifest, trust)
         entries = resolve_table(entries, stored_tensors(structure[1], manifest))
+    if frame.minor >= 4:
+        entries = fill_lengths(entries)
     if frame.minor >= 2:
         entries = expand_scalars(entries)
         if len(entries) > MAX_TENSORS:

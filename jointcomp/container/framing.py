@@ -18,8 +18,10 @@ MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jc
 FORMAT_MAJOR = 1
 # 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py; 1.2: scalars packed
 # into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte); 1.3:
-# names, shapes and dtypes the rebuilt structure implies are left out of the table (names.py)
-FORMAT_MINOR = 3
+# names, shapes and dtypes the rebuilt structure implies are left out of the table (names.py);
+# 1.4: edits leave out the arguments the replaced layer and the previous edit of the same type
+# imply, and quantizers the shape of their tensor (manifest.py)
+FORMAT_MINOR = 4
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32

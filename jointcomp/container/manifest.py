@@ -5,11 +5,14 @@ A model is described relative to what its builder makes: the builder reference, 
 the builder put at a path, and scalar attributes that differ — then every tensor of the state
 dict, with tied tensors (one Parameter used at several names) stored once. A module object that
 appears at several paths (a T-Basis layer's shared basis) is described once, at its first path,
-and rebuilt as one object at all of them (``shared``).
+and rebuilt as one object at all of them (``shared``). From format 1.4 an edit leaves out the
+arguments a reader can infer (``implied_arguments``: the replaced layer's shape, the previous
+edit of the same type), and a quantizer the shape of the tensor it holds.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import FormatError, ModelError
-from ..registry import MODULE_TYPES, module_type_of
+from ..registry import MODULE_TYPES, ModuleType, module_type_of
 
 _SCALARS = (int, float, bool, str, type(None))
 _SKIP_ATTRS = {"training"}
@@ -36,6 +39,7 @@ class Manifest:
     attrs: list[list[Any]] = field(default_factory=list)  # [path, {attr: value}]
     ties: dict[str, str] = field(default_factory=dict)  # alias name -> stored name
     shared: dict[str, str] = field(default_factory=dict)  # alias module path -> first path
+    implied: bool = True  # format 1.4+: edits leave out what implied_arguments infers
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"builder": self.builder, "kwargs": self.kwargs}
@@ -106,6 +110,50 @@ def _base_class(module: nn.Module) -> type:
     return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
 
 
+def _own_signature(entry: ModuleType) -> set[str]:
+    """Constructor arguments of torch's and jointcomp's registered types (whose configs list
+    every argument they take); empty for other types, which imply nothing."""
+    if not entry.default_build or not entry.cls.__module__.startswith(("torch.nn", "jointcomp.")):
+        return set()
+    return set(inspect.signature(entry.cls).parameters)
+
+
+def implied_arguments(
+    entry: ModuleType, replaced: nn.Module | None, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Format 1.4: the constructor arguments an edit that puts an ``entry`` module where
+    ``replaced`` was may leave out — the replaced module's arguments that the new type also
+    takes (a factorized conv keeps the conv's channels, kernel, stride and padding), over those
+    of the previous edit of the same type (the layers of one network share most settings)."""
+    implied = dict(previous or {})
+    ref_entry = module_type_of(replaced) if replaced is not None else None
+    accepted = _own_signature(entry)
+    if ref_entry is not None and accepted:
+        implied.update({k: v for k, v in ref_entry.config(replaced).items() if k in accepted})
+    return implied
+
+
+def _stored_arguments(
+    entry: ModuleType, config: dict[str, Any], implied: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments a new-type edit must list: those differing from ``implied`` or, where
+    nothing is implied, from the constructor's defaults — or every one, where the rebuilt
+    module would not come out the same."""
+    non_default = entry.without_defaults(config)
+    stored = {
+        k: v for k, v in config.items() if (implied[k] != v if k in implied else k in non_default)
+    }
+    if entry.config(entry.build({**implied, **stored})) != config:
+        stored = dict(config)  # a constructor whose defaults do not round-trip
+    return stored
+
+
+def _shape_implied(entry: ModuleType | None) -> bool:
+    """A quantizer (parametrization) type whose ``shape`` argument 1.4 files leave out: it is
+    the shape of the tensor it parametrizes."""
+    return entry is not None and "shape" in _own_signature(entry)
+
+
 def parametrization_spec(module: nn.Module, path: str) -> dict[str, list[list[Any]]]:
     """``{tensor: [[type, config], ...]}`` for the module's parametrized tensors."""
     if not parametrize.is_parametrized(module):
@@ -125,19 +173,41 @@ def parametrization_spec(module: nn.Module, path: str) -> dict[str, list[list[An
     return spec
 
 
-def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -> None:
-    """Register the parametrizations of ``spec`` on ``module`` (replacing any it has)."""
+def apply_parametrizations(
+    module: nn.Module, spec: dict[str, Any], path: str, implied: bool = False
+) -> dict[str, Any]:
+    """Register the parametrizations of ``spec`` on ``module`` (replacing any it has). With
+    ``implied`` (format 1.4) a chain's first quantizer without a ``shape`` takes the shape of
+    the tensor it parametrizes. Returns ``spec`` as a 1.4 file stores it (such shapes left
+    out)."""
     for tensor_name in list(getattr(module, "parametrizations", {}) or {}):
         parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)
+    stored: dict[str, Any] = {}
     for tensor_name, chain in spec.items():
         if tensor_name not in module._parameters and tensor_name not in module._buffers:
             raise FormatError(f"{path}: has no tensor {tensor_name!r} to parametrize")
-        for type_name, config in chain:
+        if not isinstance(chain, list) or not all(
+            isinstance(link, list) and len(link) == 2 for link in chain
+        ):
+            raise FormatError(f"{path}.{tensor_name}: malformed parametrization chain")
+        tensor = getattr(module, tensor_name)
+        if tensor is None:
+            raise FormatError(f"{path}: tensor {tensor_name!r} is None and cannot be parametrized")
+        shape = list(tensor.shape)
+        stored[tensor_name] = []
+        for i, (type_name, config) in enumerate(chain):
             entry = MODULE_TYPES.get(type_name)
             if entry is None or not entry.parametrization or not isinstance(config, dict):
                 raise FormatError(
                     f"{path}.{tensor_name}: {type_name!r} is not a parametrization type"
                 )
+            short = config
+            if i == 0 and _shape_implied(entry):
+                if implied and "shape" not in config:
+                    config = {**config, "shape": shape}
+                if config.get("shape") == shape:
+                    short = {k: v for k, v in config.items() if k != "shape"}
+            stored[tensor_name].append([type_name, short])
             try:
                 p = entry.build(config)
                 parametrize.register_parametrization(module, tensor_name, p, unsafe=True)
@@ -145,6 +215,7 @@ def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -
                 raise FormatError(
                     f"{path}.{tensor_name}: cannot build {type_name} from {config} ({exc})"
                 ) from None
+    return stored
 
 
 def describe(
@@ -155,6 +226,7 @@ def describe(
     manifest = Manifest(builder=builder, kwargs=dict(kwargs))
     ref_root = reference
     first_path: dict[int, str] = {}  # id(module) -> the path it was described at
+    previous: dict[str, dict[str, Any]] = {}  # type name -> arguments of its last edit
 
     def walk(path: str, module: nn.Module) -> None:
         nonlocal ref_root
@@ -177,10 +249,10 @@ def describe(
                 if ref_config is not None:
                     stored = {k: v for k, v in config.items() if ref_config.get(k, _MISSING) != v}
                 else:
-                    stored = entry.without_defaults(config)
-                    if stored != config and entry.config(entry.build(stored)) != config:
-                        stored = config  # a constructor whose defaults do not round-trip
+                    implied = implied_arguments(entry, ref, previous.get(entry.name))
+                    stored = _stored_arguments(entry, config, implied)
                 manifest.edits.append([path, entry.name, stored])
+                previous[entry.name] = config
                 ref = entry.build(config)
                 ref_root = _set(ref_root, path, ref)
         elif ref is None or _base_class(ref) is not _base_class(module):
@@ -198,8 +270,7 @@ def describe(
                     setattr(ref, k, mine[k])
         spec = parametrization_spec(module, path)
         if spec != parametrization_spec(ref, path):
-            manifest.edits.append([path, PARAMETRIZE, spec])
-            apply_parametrizations(ref, spec, path)
+            manifest.edits.append([path, PARAMETRIZE, apply_parametrizations(ref, spec, path)])
         # _modules, not named_children(): the latter hides a child object met twice
         ref_children = _children(ref)
         my_children = _children(module)
@@ -245,8 +316,9 @@ def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Te
     }
 
 
-def manifest_from_json(data: Any) -> Manifest:
-    """Parse and type-check the manifest part of a header. Raises FormatError."""
+def manifest_from_json(data: Any, minor: int) -> Manifest:
+    """Parse and type-check the manifest part of a header of format 1.``minor``. Raises
+    FormatError."""
     if not isinstance(data, dict):
         raise FormatError("header has no model description")
     builder = data.get("builder")
@@ -279,7 +351,7 @@ def manifest_from_json(data: Any) -> Manifest:
         isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
     ):
         raise FormatError("header: malformed shared modules")
-    return Manifest(builder, kwargs, edits, attrs, ties, shared)
+    return Manifest(builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4)
 
 
 def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
@@ -351,12 +423,13 @@ def rebuild_structure(
     """The module of the manifest's edits, attributes and shared modules applied to ``base``,
     with placeholder tensors, and its state dict (aliases resolved into ``manifest.ties``)."""
     root = base
+    previous: dict[str, dict[str, Any]] = {}  # type name -> arguments of its last edit
     for path, type_name, config in manifest.edits:
         if type_name == PARAMETRIZE:
             target = _get(root, path)
             if target is None:
                 raise FormatError(f"edit at {path!r}: no such module to parametrize")
-            apply_parametrizations(target, config, path)
+            apply_parametrizations(target, config, path, manifest.implied)
             continue
         entry = MODULE_TYPES.get(type_name)
         if entry is None or entry.parametrization:
@@ -366,6 +439,8 @@ def rebuild_structure(
         current = _get(root, path)
         if current is not None and module_type_of(current) is entry:
             config = {**entry.config(current), **config}  # the edit lists changed arguments only
+        elif manifest.implied:
+            config = {**implied_arguments(entry, current, previous.get(type_name)), **config}
         try:
             module = entry.build(config)
         except Exception as exc:  # a constructor rejecting bad arguments from the file
@@ -376,6 +451,7 @@ def rebuild_structure(
         if path and _get(root, path.rpartition(".")[0]) is None:
             raise FormatError(f"edit at {path!r}: parent module does not exist")
         root = _set(root, path, module)
+        previous[type_name] = entry.config(module)
     for path, values in manifest.attrs:
         module = _get(root, path)
         if module is None:
