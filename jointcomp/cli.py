@@ -155,7 +155,7 @@ def _entropy_bits(values: Any) -> float:
 @click.option(
     "--trust",
     is_flag=True,
-    help="allow a builder outside the allow-list (a 1.3 table's names come from its structure)",
+    help="allow a builder outside the allow-list (1.3+ tables take names from its structure)",
 )
 @_friendly
 def inspect(file: str, as_json: bool, trust: bool) -> None:

@@ -2,7 +2,7 @@
 
 Loads a float T-Basis checkpoint (e.g. the share stage's), rounds one group at a time (basis,
 coefficients, rank scales) to nearest on a grid, re-estimates the batch norms on 16 training
-batches, and prints top-1 on the validation split. It tells which tensors QAT must rescue and
+batches, and prints top-1 on the test split. It tells which tensors QAT must rescue and
 which grid (uniform per tensor / per row / per column / asymmetric, or a k-means codebook, as
 ``quantize: {method: kmeans}`` makes) keeps most of the accuracy before any training:
 
@@ -21,6 +21,8 @@ from torch import nn
 from jointcomp.container.artifact import load
 from jointcomp.data import load_data
 from jointcomp.quant import kmeans_codebook
+from jointcomp.quant.ptq import ptq_tensor
+from jointcomp.quant.spec import QuantSpec
 from jointcomp.train import evaluate, first_batches, recalibrate_batchnorm
 
 GROUPS = {
@@ -28,30 +30,14 @@ GROUPS = {
     "coefficients": "coefficients.coef",
     "rank scales": "coefficients.rank_scale",
 }
-CLIPS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)  # of max|x|; least MSE is kept
 
 
-def uniform(t: torch.Tensor, bits: int, axis: int | None = None) -> torch.Tensor:
-    """Symmetric narrow-range grid, a scale per slice along ``axis`` (None: per tensor), its
-    clipping chosen for the least squared error."""
-    n = 2 ** (bits - 1) - 1
-    if axis is None:
-        top = t.abs().max()
-    else:
-        top = t.abs().amax(dim=[d for d in range(t.dim()) if d != axis], keepdim=True)
-    rounded = [torch.clamp(torch.round(t / (top * c / n)), -n, n) * (top * c / n) for c in CLIPS]
-    return min(rounded, key=lambda r: float(((r - t) ** 2).sum()))
-
-
-def asymmetric(t: torch.Tensor, bits: int) -> torch.Tensor:
-    """Unsigned narrow-range grid over [min, max] shrunk about its middle (least MSE)."""
-    levels = 2**bits - 2
-    mid, half = (t.max() + t.min()) / 2, (t.max() - t.min()) / 2
-    out = []
-    for c in CLIPS:
-        lo, step = mid - half * c, 2 * half * c / levels
-        out.append(torch.clamp(torch.round((t - lo) / step), 0, levels) * step + lo)
-    return min(out, key=lambda r: float(((r - t) ** 2).sum()))
+def uniform(
+    t: torch.Tensor, bits: int, axis: int | None = None, symmetric: bool = True
+) -> torch.Tensor:
+    """Round to nearest on the grid the quantize stage's ptq method makes (mse clipping)."""
+    spec = QuantSpec(bits, "channel" if axis is not None else "tensor", symmetric)
+    return ptq_tensor(t, spec, axis, "mse")(t).to(t.dtype)
 
 
 def codebook(t: torch.Tensor, bits: int) -> torch.Tensor:
@@ -62,7 +48,7 @@ GRIDS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "4-bit, per tensor": lambda t: uniform(t, 4),
     "4-bit, per row": lambda t: uniform(t, 4, axis=0),
     "4-bit, per column": lambda t: uniform(t, 4, axis=1),
-    "4-bit, asymmetric": lambda t: asymmetric(t, 4),
+    "4-bit, asymmetric": lambda t: uniform(t, 4, symmetric=False),
     "4-bit k-means": lambda t: codebook(t, 4),
     "5-bit, per tensor": lambda t: uniform(t, 5),
 }
@@ -90,6 +76,10 @@ def main() -> None:
     data = load_data(args.dataset, args.root, val_split="test", limit=args.limit or None)
     calibration = first_batches(data.train, 256, 16)
     model = load(args.checkpoint)
+    names = [n for n, _ in model.named_parameters()]
+    missing = [g for g, s in GROUPS.items() if not any(n.endswith(s) for n in names)]
+    if missing:
+        raise SystemExit(f"{args.checkpoint}: no float T-Basis {', '.join(missing)} to round")
     print(f"float: {100 * evaluate(model, data.val):.2f}%\n")
     print("| grid | " + " | ".join(GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
