@@ -278,6 +278,16 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert bench_tbasis.quant_stages(codebooks, 16, 16)[1]["quantize"]["method"] == "kmeans"
     assert plain["method"] == recipe_quantize["method"] == "qat"
     assert bench_tbasis.quant_run_name(codebooks, 16, 16) == "tbasis-b16-r16-q4-kmeans"
+    # --codebooks / --coef-bits: per-table overrides inside QAT, named in the run
+    tables = bench_tbasis.parse_args(["--codebooks", "coef,rank_scale", "--coef-bits", "5"])
+    layers = bench_tbasis.quant_stages(tables, 16, 16)[1]["quantize"]["layers"]
+    assert layers["*.coef"] == {"bits": 5, "method": "kmeans"}
+    assert layers["*.rank_scale"] == {"method": "kmeans"}
+    assert (
+        bench_tbasis.quant_run_name(tables, 16, 16) == "tbasis-b16-r16-q4-cbits5-km-coef-rankscale"
+    )
+    with pytest.raises(SystemExit):
+        bench_tbasis.quant_stages(bench_tbasis.parse_args(["--codebooks", "basis"]), 16, 16)
     # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
     taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]

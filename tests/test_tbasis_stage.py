@@ -198,3 +198,41 @@ def test_checkpoint_reloads_with_one_basis_for_a_resumed_quantize(run_dir: Path)
     names = [t.name for t in targets]
     assert sum(n.endswith("basis.basis") for n in names) == 1
     assert sum(n.endswith("coefficients.coef") for n in names) == 1
+
+
+def test_codebook_tables_train_beside_uniform_qat(tmp_path: Path) -> None:
+    """A layer override ``method: kmeans`` under QAT: the matched coefficient table gets a
+    16-value codebook trained with the uniform grids of the rest, and the file holds it."""
+    import yaml
+
+    from jointcomp.nn.quantized import Codebook
+
+    raw = yaml.safe_load(RECIPE.read_text())
+    raw["stages"][1]["quantize"]["layers"]["*.coef"] = {"method": "kmeans"}
+    recipe = tmp_path / "codebooks.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    args = ["run", str(recipe), "-q", "-o", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["tensor"].rpartition(".")[2]: r for r in _stages(out)["quantize"]["record"]["layers"]}
+    assert rows["coef"]["method"] == "kmeans" and rows["coef"]["granularity"] == "codebook"
+    assert rows["basis"]["method"] == rows["rank_scale"]["method"] == "qat"
+    model = open_artifact(out / "model.jcz", trust=True).model
+    table = shared_modules(model)[1][0]
+    (codebook,) = table.parametrizations["coef"]
+    assert isinstance(codebook, Codebook) and table.coef.unique().numel() <= 16
+
+
+def test_codebook_overrides_need_training() -> None:
+    from jointcomp.errors import RecipeError
+
+    sets = [
+        "stages.1.quantize.method=ptq",
+        "stages.1.quantize.fold_bn=true",
+        'stages.1.quantize.layers={"*.coef": {"method": "kmeans"}}',
+    ]
+    with pytest.raises(RecipeError, match="kmeans fine-tunes codebooks"):
+        load_recipe(RECIPE, sets)

@@ -144,6 +144,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "override; default: the factors' bits)",
     )
     ap.add_argument(
+        "--coef-bits",
+        type=int,
+        default=None,
+        help="quantized rows: bits of the T-Basis coefficient table (a '*.coef' layer "
+        "override; default: the factors' bits)",
+    )
+    ap.add_argument(
+        "--codebooks",
+        default="",
+        help="quantized rows: T-Basis tables that get a k-means codebook of 2^bits values "
+        "within QAT instead of a uniform grid, comma-separated: coef, rank_scale (a layer "
+        "override's method: kmeans)",
+    )
+    ap.add_argument(
         "--fold-rounding",
         choices=("ptq", "qat"),
         default=None,
@@ -380,6 +394,12 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["layers"]["*.out_scale"]["bits"] = args.fold_bits
     if args.scale_bits is not None:
         quantize.setdefault("layers", {})["*.rank_scale"] = {"bits": args.scale_bits}
+    if args.coef_bits is not None:
+        quantize.setdefault("layers", {})["*.coef"] = {"bits": args.coef_bits}
+    for table in filter(None, args.codebooks.split(",")):
+        if table not in ("coef", "rank_scale"):
+            raise SystemExit(f"--codebooks: {table!r} is not a T-Basis table (coef, rank_scale)")
+        quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})["method"] = "kmeans"
     if args.fold_rounding is not None:
         quantize["fold_rounding"] = args.fold_rounding
     if args.calibration is not None:
@@ -412,6 +432,10 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"fbits{args.fold_bits}")
     if args.scale_bits is not None:
         parts.append(f"sbits{args.scale_bits}")
+    if args.coef_bits is not None:
+        parts.append(f"cbits{args.coef_bits}")
+    if args.codebooks:
+        parts.append("km-" + args.codebooks.replace(",", "-").replace("_", ""))
     if args.fold_rounding:
         parts.append(f"fround-{args.fold_rounding}")
     if args.calibration:

@@ -88,6 +88,12 @@ class LayerQuant(Strict):
     symmetric: bool | None = None
     narrow_range: bool | None = None
     keep_float: bool = Field(False, description="leave the layer's tensors float")
+    method: Literal["kmeans"] | None = Field(
+        None,
+        description="qat: kmeans gives the matched tensors a codebook of 2^bits values, "
+        "fine-tuned with the rest, instead of a uniform grid (for tensors of a few large "
+        "values among many small ones, such as T-Basis coefficient tables)",
+    )
 
 
 class QuantBudget(Strict):
@@ -224,6 +230,12 @@ class QuantizeParams(StageParams):
             )
         if self.rate and self.method != "qat":
             raise ValueError("rate adds a code-length term to QAT's loss: use method qat")
+        codebooks = [k for k, o in self.layers.items() if o.method == "kmeans"]
+        if codebooks and self.method == "ptq":
+            raise ValueError(
+                f"layers {codebooks}: method kmeans fine-tunes codebooks, which ptq does not "
+                "train: use method qat (codebooks beside uniform grids) or kmeans"
+            )
         if self.refit and self.method != "ptq":
             raise ValueError("refit re-fits factors on the grid after training: use method ptq")
         if self.method != "kmeans":
@@ -279,17 +291,26 @@ class QuantizeStage(Stage):
         spec = QuantSpec(bits, granularity, symmetric, narrow)
         return (spec.for_fixed_zeros() if target.fixed_zeros else spec), pinned
 
+    def _codebook(self, target: Target) -> bool:
+        """Whether a layer override gives ``target`` a k-means codebook under QAT."""
+        o = self._override(target)
+        return o is not None and o.method == "kmeans"
+
+    def _kmeans(self, ctx: StageContext):
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        return lambda t, spec, x: kmeans_codebook(
+            x,
+            spec.bits,
+            pin_zero=t.fixed_zeros or bool((x == 0).float().mean() > 0.01),
+            seed=ctx.seed,
+            max_iter=p.kmeans_iters,
+        ).to(x.device)
+
     def quantizer(self, ctx: StageContext):
         """The method's one-shot quantizer (target, spec, value) → parametrization."""
         p: QuantizeParams = self.params  # type: ignore[assignment]
         if p.method == "kmeans":
-            return lambda t, spec, x: kmeans_codebook(
-                x,
-                spec.bits,
-                pin_zero=t.fixed_zeros or bool((x == 0).float().mean() > 0.01),
-                seed=ctx.seed,
-                max_iter=p.kmeans_iters,
-            )
+            return self._kmeans(ctx)
         return lambda t, spec, x: ptq_tensor(
             x, spec, spec.axis(t.channel_axis), p.calibration, t.fixed_zeros
         )
@@ -323,7 +344,15 @@ class QuantizeStage(Stage):
             plan = self._apply_budget(model, ctx, plan, pinned, summary)
         methods = {t.name: p.method for t, _ in plan}
         if p.method == "qat":
-            folded_plan = self._qat(model, ctx, plan, summary)
+            codebooks = [(t, s) for t, s in plan if self._codebook(t)]
+            if codebooks:  # trained with the uniform grids' QAT, as method kmeans trains them
+                kmeans = self._kmeans(ctx)
+                for target, spec in codebooks:
+                    x = target.value(model).detach()
+                    attach(target.module(model), target.tensor, kmeans(target, spec, x))
+                    methods[target.name] = "kmeans"
+            uniform = [(t, s) for t, s in plan if not self._codebook(t)]
+            folded_plan = self._qat(model, ctx, uniform, summary)
             plan = plan + folded_plan
             methods.update({t.name: "qat" for t, _ in folded_plan})
         else:
