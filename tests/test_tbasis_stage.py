@@ -236,3 +236,17 @@ def test_codebook_overrides_need_training() -> None:
     ]
     with pytest.raises(RecipeError, match="kmeans fine-tunes codebooks"):
         load_recipe(RECIPE, sets)
+
+
+def test_layer_overrides_without_a_method_keep_their_fingerprint() -> None:
+    """``method`` came after runs were fingerprinted: unset, it is left out of the hash, so
+    those runs still resume; set, the stage is another one."""
+    from jointcomp.pipeline import _stage_fingerprint
+    from jointcomp.recipe import recipe_to_data, without_unset_added
+
+    plain = load_recipe(RECIPE)
+    hashed = without_unset_added(recipe_to_data(plain))["stages"][1]["quantize"]["layers"]
+    assert hashed["*.out_scale"] and all("method" not in o for o in hashed.values())
+    assert hashed["*.out_scale"].get("keep_float") is False  # other defaults are still hashed
+    codebooks = load_recipe(RECIPE, ['stages.1.quantize.layers={"*.coef": {"method": "kmeans"}}'])
+    assert _stage_fingerprint(plain.stages[1]) != _stage_fingerprint(codebooks.stages[1])
