@@ -29,6 +29,11 @@ _MASK64 = (1 << 64) - 1
 RAW_SCHEMA = {"min": (-(1 << 63), (1 << 64) - 1), "bits": (0, 64)}
 
 
+def raw_payload_bytes(n: int, bits: int) -> int:
+    """Bytes of ``n`` fields of ``bits`` bits, zero-padded to a byte (a raw payload's length)."""
+    return (n * bits + 7) // 8
+
+
 class RawCoder(Coder):
     name = "raw"
 
@@ -59,7 +64,7 @@ class RawCoder(Coder):
         vmin, bits = p["min"], p["bits"]
         if n and not lo <= vmin <= hi:
             raise CodecError(f"raw: minimum {vmin} outside {dt} range")
-        need = (n * bits + 7) // 8
+        need = raw_payload_bytes(n, bits)
         if len(data) != need:
             raise CodecError(f"raw: {len(data)} bytes of payload, {n} x {bits} bits need {need}")
         if n == 0:

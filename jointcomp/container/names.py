@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..codec.raw import raw_payload_bytes
 from ..errors import FormatError
 from .tensors import CODE_OF, DTYPES, PLAIN
 
@@ -56,7 +57,7 @@ def implied_length(entry: dict[str, Any]) -> int | None:
         return count * np.dtype(DTYPES[store][1]).itemsize
     bits = entry.get("p", {}).get("bits") if isinstance(entry.get("p"), dict) else None
     if entry.get("c") == "raw" and isinstance(bits, int) and not isinstance(bits, bool):
-        return (count * bits + 7) // 8 if 0 <= bits <= 64 else None
+        return raw_payload_bytes(count, bits) if 0 <= bits <= 64 else None
     return None
 
 

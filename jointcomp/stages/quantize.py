@@ -304,7 +304,18 @@ class QuantizeStage(Stage):
             pin_zero=t.fixed_zeros or bool((x == 0).float().mean() > 0.01),
             seed=ctx.seed,
             max_iter=p.kmeans_iters,
-        ).to(x.device)
+        )
+
+    @staticmethod
+    def _attach_all(model: nn.Module, plan: list[tuple[Target, QuantSpec]], quantize) -> None:
+        """Put ``quantize``'s parametrization on every planned tensor not quantized yet (a
+        shared tensor is met once per layer that holds it)."""
+        done = set(quantized_tensors(model))
+        for target, spec in plan:
+            if target.name not in done:
+                x = target.value(model).detach()
+                attach(target.module(model), target.tensor, quantize(target, spec, x).to(x.device))
+                done.add(target.name)
 
     def quantizer(self, ctx: StageContext):
         """The method's one-shot quantizer (target, spec, value) → parametrization."""
@@ -345,12 +356,9 @@ class QuantizeStage(Stage):
         methods = {t.name: p.method for t, _ in plan}
         if p.method == "qat":
             codebooks = [(t, s) for t, s in plan if self._codebook(t)]
-            if codebooks:  # trained with the uniform grids' QAT, as method kmeans trains them
-                kmeans = self._kmeans(ctx)
-                for target, spec in codebooks:
-                    x = target.value(model).detach()
-                    attach(target.module(model), target.tensor, kmeans(target, spec, x))
-                    methods[target.name] = "kmeans"
+            # trained with the uniform grids' QAT, as method kmeans trains them
+            self._attach_all(model, codebooks, self._kmeans(ctx))
+            methods.update({t.name: "kmeans" for t, _ in codebooks})
             uniform = [(t, s) for t, s in plan if not self._codebook(t)]
             folded_plan = self._qat(model, ctx, uniform, summary)
             plan = plan + folded_plan
@@ -358,14 +366,7 @@ class QuantizeStage(Stage):
         else:
             if p.method == "ptq" and p.refit:
                 methods.update(self._refit(model, ctx, plan, summary))
-            quantize = self.quantizer(ctx)
-            done = set(quantized_tensors(model))
-            for target, spec in plan:
-                if target.name not in done:
-                    x = target.value(model).detach()
-                    attach(
-                        target.module(model), target.tensor, quantize(target, spec, x).to(x.device)
-                    )
+            self._attach_all(model, plan, self.quantizer(ctx))
             if p.method == "kmeans":
                 summary["accuracy_quantized"] = ctx.evaluate(model)
                 fit = ctx.finetune(model, p.finetune, description="quantize (kmeans)")
