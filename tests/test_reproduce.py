@@ -288,6 +288,14 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     )
     with pytest.raises(SystemExit):
         bench_tbasis.quant_stages(bench_tbasis.parse_args(["--codebooks", "basis"]), 16, 16)
+    # --row-scales: a scale per row of a T-Basis table (granularity channel), named in the run
+    rows = bench_tbasis.parse_args(["--row-scales", "coef", "--coef-bits", "5"])
+    row_layers = bench_tbasis.quant_stages(rows, 16, 16)[1]["quantize"]["layers"]
+    assert row_layers["*.coef"] == {"bits": 5, "granularity": "channel"}
+    assert "*.rank_scale" not in row_layers
+    assert bench_tbasis.quant_run_name(rows, 16, 16) == "tbasis-b16-r16-q4-cbits5-rows-coef"
+    with pytest.raises(SystemExit):
+        bench_tbasis.quant_stages(bench_tbasis.parse_args(["--row-scales", "basis"]), 16, 16)
     # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
     taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]

@@ -158,6 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "override's method: kmeans)",
     )
     ap.add_argument(
+        "--row-scales",
+        default="",
+        help="quantized rows: T-Basis tables that get a scale per row (per core) instead of "
+        "one per table, comma-separated: coef, rank_scale (a layer override's granularity: "
+        "channel)",
+    )
+    ap.add_argument(
         "--fold-rounding",
         choices=("ptq", "qat"),
         default=None,
@@ -400,6 +407,10 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         if table not in ("coef", "rank_scale"):
             raise SystemExit(f"--codebooks: {table!r} is not a T-Basis table (coef, rank_scale)")
         quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})["method"] = "kmeans"
+    for table in filter(None, args.row_scales.split(",")):
+        if table not in ("coef", "rank_scale"):
+            raise SystemExit(f"--row-scales: {table!r} is not a T-Basis table (coef, rank_scale)")
+        quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})["granularity"] = "channel"
     if args.fold_rounding is not None:
         quantize["fold_rounding"] = args.fold_rounding
     if args.calibration is not None:
@@ -436,6 +447,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"cbits{args.coef_bits}")
     if args.codebooks:
         parts.append("km-" + args.codebooks.replace(",", "-").replace("_", ""))
+    if args.row_scales:
+        parts.append("rows-" + args.row_scales.replace(",", "-").replace("_", ""))
     if args.fold_rounding:
         parts.append(f"fround-{args.fold_rounding}")
     if args.calibration:
