@@ -296,6 +296,14 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
     assert bench_tbasis.quant_run_name(rows, 16, 16) == "tbasis-b16-r16-q4-cbits5-rows-coef"
     with pytest.raises(SystemExit):
         bench_tbasis.quant_stages(bench_tbasis.parse_args(["--row-scales", "basis"]), 16, 16)
+    # --bias-correction: the recipe's bias_correction, named in the run; off by default
+    corrected = bench_tbasis.parse_args(["--bias-correction", "--fold-bits", "5"])
+    assert bench_tbasis.quant_stages(corrected, 16, 16)[1]["quantize"]["bias_correction"] is True
+    assert bench_tbasis.quant_run_name(corrected, 16, 16) == "tbasis-b16-r16-q4-fbits5-bcorr"
+    assert (
+        "bias_correction"
+        not in bench_tbasis.quant_stages(bench_tbasis.parse_args([]), 16, 16)[1]["quantize"]
+    )
     # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
     taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]

@@ -165,6 +165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "channel)",
     )
     ap.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="quantized rows: move the mean-output shift of each rounded folded scale into "
+        "its layer's bias before the bias is rounded (the recipe's bias_correction)",
+    )
+    ap.add_argument(
         "--fold-rounding",
         choices=("ptq", "qat"),
         default=None,
@@ -413,6 +419,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})["granularity"] = "channel"
     if args.fold_rounding is not None:
         quantize["fold_rounding"] = args.fold_rounding
+    if args.bias_correction:
+        quantize["bias_correction"] = True
     if args.calibration is not None:
         quantize["calibration"] = args.calibration
     return stages
@@ -451,6 +459,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append("rows-" + args.row_scales.replace(",", "-").replace("_", ""))
     if args.fold_rounding:
         parts.append(f"fround-{args.fold_rounding}")
+    if args.bias_correction:
+        parts.append("bcorr")
     if args.calibration:
         parts.append(args.calibration)
     return "-".join(parts)

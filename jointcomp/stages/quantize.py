@@ -44,6 +44,7 @@ from ..quant import (
     ptq_tensor,
     refit_layer,
 )
+from ..quant.bias_correction import correct_bias, output_means
 from ..quant.refit import REFITTABLE
 from ..quant.tbasis_equalize import equalize_tbasis
 from ..recipe import FinetuneSpec, Strict
@@ -181,6 +182,13 @@ class QuantizeParams(StageParams):
         "fold before QAT's quantizers are exported and round them with QAT's own quantizers "
         "(scaling), no more training unless fold_epochs (which always rounds this way)",
     )
+    bias_correction: bool | None = Field(
+        None,
+        description="fold_bn: after, ptq rounding: round each folded output scale first and "
+        "move the shift it makes in its layer's mean output (measured on bn_batches training "
+        "batches) into the layer's bias before that is rounded (Nagel et al. 2019); "
+        "null: off",
+    )
     equalize: bool = Field(
         True,
         description="T-Basis layers: first move each coefficient row's magnitude into its "
@@ -227,6 +235,13 @@ class QuantizeParams(StageParams):
             raise ValueError(
                 "fold_rounding qat rounds folded batch norms with QAT's quantizers: "
                 "use method qat, fold_bn after"
+            )
+        if self.bias_correction and (
+            self.fold_bn != "after" or self.fold_rounding != "ptq" or self.fold_epochs
+        ):
+            raise ValueError(
+                "bias_correction corrects the folded output scales rounded after training: "
+                "use fold_bn after, fold_rounding ptq, fold_epochs 0"
             )
         if self.rate and self.method != "qat":
             raise ValueError("rate adds a code-length term to QAT's loss: use method qat")
@@ -373,18 +388,36 @@ class QuantizeStage(Stage):
                 summary["finetune_loss"] = fit.loss
         if p.fold_bn == "after":
             extras = self._fold_after(model, ctx, extras, summary)
-        for target, spec in extras:  # biases / norms: rounded once training is over
-            x = target.value(model).detach()
-            attach(
-                target.module(model),
-                target.tensor,
-                ptq_tensor(x, spec, None, p.calibration).to(x.device),
-            )
-            methods[target.name] = "ptq"
+        self._round_extras(model, ctx, extras, summary)
+        methods.update({t.name: "ptq" for t, _ in extras})
         model.eval()
         summary["accuracy_after"] = ctx.evaluate(model)
         self._record(model, ctx, plan + extras, methods, floats, summary, start)
         return model
+
+    def _round_extras(self, model, ctx, extras, summary) -> None:
+        """Round the biases and norms once training is over: output scales first, each
+        layer's shift in mean output then moved into its bias (``bias_correction``)."""
+        p: QuantizeParams = self.params  # type: ignore[assignment]
+        scales = [(t, s) for t, s in extras if t.tensor == "out_scale"]
+        means = {}
+        if p.bias_correction and scales:
+            layers = {t.module_path: t.module(model) for t, _ in scales}
+            batches = ctx.calibration_batches(p.bn_batches or 4)
+            means = output_means(model, layers, batches, ctx.device)
+        corrected = 0
+        for target, spec in scales + [(t, s) for t, s in extras if t.tensor != "out_scale"]:
+            module = target.module(model)
+            x = target.value(model).detach()
+            attach(module, target.tensor, ptq_tensor(x, spec, None, p.calibration).to(x.device))
+            bias = getattr(module, "bias", None)
+            if target.module_path in means and isinstance(bias, nn.Parameter):
+                rounded = target.value(model).detach()
+                new = correct_bias(bias, x, rounded, means[target.module_path].to(x.device))
+                bias.data.copy_(new)
+                corrected += 1
+        if p.bias_correction and scales:
+            summary["bias_corrected"] = corrected
 
     def _fold_and_train(self, model, ctx, session, summary) -> list[tuple[Target, QuantSpec]]:
         """Fold the batch norms after T-Basis layers into the layers mid-QAT, put quantizers on
