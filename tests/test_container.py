@@ -17,6 +17,7 @@ from torch import nn
 from jointcomp.container import TensorChoice, open_artifact, read_header, save
 from jointcomp.container.framing import MAGIC, PREFIX_SIZE, pack, unpack
 from jointcomp.container.header_dict import HEADER_DICT, HEADER_DICT_ADLER32
+from jointcomp.container.header_dict_1_5 import HEADER_DICT_1_5, HEADER_DICT_1_5_ADLER32
 from jointcomp.errors import FormatError, ModelError
 from jointcomp.models import build_model
 from jointcomp.stages.prune import attention_heads
@@ -230,14 +231,17 @@ def test_header_is_deflated_json_with_crc() -> None:
     image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
     _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
-    assert (major, minor) == (1, 4) and zlib.crc32(header) == crc
-    inflater = zlib.decompressobj(zdict=HEADER_DICT)
+    assert (major, minor) == (1, 5) and zlib.crc32(header) == crc
+    inflater = zlib.decompressobj(zdict=HEADER_DICT_1_5)
     assert inflater.decompress(header).startswith(b'{"model"')
 
 
 def test_header_dictionary_is_frozen_and_version_1_0_files_still_open() -> None:
     # a file written with another dictionary could not be read: it must never change in 1.x
     assert zlib.adler32(HEADER_DICT) == HEADER_DICT_ADLER32 == 2298034909
+    # 1.5 extends it: the 1.1 dictionary first, byte for byte, so 1.1–1.4 files read as before
+    assert HEADER_DICT_1_5.startswith(HEADER_DICT + b",")
+    assert zlib.adler32(HEADER_DICT_1_5) == HEADER_DICT_1_5_ADLER32 == 2244017464
     header = {"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}
     body = zlib.compress(json.dumps(header).encode(), 9)  # 1.0: plain DEFLATE, no dictionary
     image = struct.pack("<8sHHII", MAGIC, 1, 0, len(body), zlib.crc32(body)) + body

@@ -15,8 +15,7 @@ import torch
 
 from jointcomp.container import TensorChoice, open_artifact, save
 from jointcomp.container.artifact import read_header
-from jointcomp.container.framing import PREFIX_SIZE, pack
-from jointcomp.container.header_dict import HEADER_DICT
+from jointcomp.container.framing import PREFIX_SIZE, header_dictionary, pack
 from jointcomp.errors import FormatError
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import Codebook, IntQuantized, attach
@@ -85,8 +84,8 @@ def test_every_truncation(image: bytes) -> None:
 
 
 def _parts(image: bytes) -> tuple[dict, bytes]:
-    _, _, _, h_len, _ = struct.unpack_from("<8sHHII", image, 0)
-    inflater = zlib.decompressobj(zdict=HEADER_DICT)
+    _, _, minor, h_len, _ = struct.unpack_from("<8sHHII", image, 0)
+    inflater = zlib.decompressobj(zdict=header_dictionary(minor))
     header = json.loads(inflater.decompress(image[PREFIX_SIZE : PREFIX_SIZE + h_len]))
     return header, image[PREFIX_SIZE + h_len : -32]
 

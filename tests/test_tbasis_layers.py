@@ -333,7 +333,9 @@ def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
     first, second = edits[("block2.0", "TBasisConv2d")], edits[("block3.0", "TBasisConv2d")]
     assert not geometry & set(first) and settings <= set(first)
     assert not (geometry | settings) & set(second)
-    assert second["rows"] == model.block3[0].row_list[0]
+    # 1.5: its table rows start where the previous layer's end, so they are left out too
+    assert "rows" not in second
+    assert model.block3[0].row_list[0] == model.block2[0].row_list[-1] + 1
     assert edits[("block2.0.basis", "@parametrize")]["basis"][0][1] == {"bits": 4}
 
     loaded = open_artifact(image).model
@@ -378,3 +380,64 @@ def test_files_before_1_4_take_left_out_arguments_as_defaults() -> None:
         root, _ = rebuild_structure(build_model("zoo:small_cnn", KW), manifest)
         padding[implied] = root.block2[0].spec.padding
     assert padding == {False: (0, 0), True: (1, 1)}
+
+
+def test_quantized_folded_tbasis_header_is_smaller_in_1_5_and_1_4_files_still_open(
+    tmp_path: Path,
+) -> None:
+    """Format 1.5 DEFLATEs the header with the 1.1 dictionary extended by quantized T-Basis
+    records (quantizer edits, folded batch norms, shared tables): such a file's header is
+    smaller than with the 1.4 dictionary, and the same header written as 1.4 (with the table
+    rows 1.5 leaves out) still opens to the same module."""
+    from jointcomp.nn.tbasis_bn import fold_batchnorms
+
+    model, basis, table = shared_small_cnn()
+    fold_batchnorms(model)
+    gen = torch.Generator().manual_seed(0)
+
+    def ints(shape: tuple[int, ...], lo: int, hi: int) -> torch.Tensor:
+        return torch.randint(lo, hi, shape, generator=gen)
+
+    attach(basis, "basis", IntQuantized.from_ints(ints((B, R, N, R), -7, 8), 0.05, bits=4))
+    for name in ("coef", "rank_scale"):
+        shape = tuple(getattr(table, name).shape)
+        attach(table, name, IntQuantized.from_ints(ints(shape, -7, 8), 0.1, bits=4))
+    for path in ("block2.0", "block3.0"):
+        layer = model.get_submodule(path)
+        n = layer.out_scale.shape[0]
+        scale = IntQuantized.from_ints(ints((n,), 0, 64), 0.02, 0.0, bits=6, signed=False)
+        attach(layer, "out_scale", scale)
+        attach(layer, "bias", IntQuantized.from_ints(ints((n,), -31, 32), 0.01, bits=6))
+    save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
+    image = (tmp_path / "m.jcz").read_bytes()
+    frame = unpack(image)
+    assert frame.minor == 5
+    spelled = json.loads(json.dumps(frame.header))  # 1.4 needs every layer's first row
+    for path, kind, config in spelled["model"]["edits"]:
+        if kind.startswith("TBasis"):
+            config["rows"] = model.get_submodule(path).row_list[0]
+    as_1_4 = _file_with_minor(spelled, bytes(frame.payload), 4)
+    without_rows = _file_with_minor(frame.header, bytes(frame.payload), 4)
+    assert len(image) < len(without_rows) - 60 < len(as_1_4) - 60
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(open_artifact(image).model(x), expected)
+        assert torch.equal(open_artifact(as_1_4).model(x), expected)
+
+
+def test_rows_that_do_not_follow_the_previous_layers_are_stored(tmp_path: Path) -> None:
+    """1.5 leaves out a T-Basis layer's rows only where they start right after the previous
+    layer's; rows elsewhere (a reordered or coupled table) are written and read back."""
+    model, _, _ = shared_small_cnn()
+    first, second = model.block2[0], model.block3[0]
+    reordered = [r + len(first.row_list) for r in range(len(second.row_list))]
+    first.row_list, second.row_list = list(range(len(first.row_list))), reordered
+    second.row_list = [reordered[-1], *reordered[:-1]]  # not consecutive: stored as a list
+    save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
+    image = (tmp_path / "m.jcz").read_bytes()
+    edits = {(p, t): c for p, t, c in unpack(image).header["model"]["edits"]}
+    assert edits[("block3.0", "TBasisConv2d")]["rows"] == second.row_list
+    loaded = open_artifact(image).model
+    assert loaded.block2[0].row_list == first.row_list
+    assert loaded.block3[0].row_list == second.row_list

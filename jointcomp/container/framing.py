@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import FormatError
 from .header_dict import HEADER_DICT
+from .header_dict_1_5 import HEADER_DICT_1_5
 
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
 FORMAT_MAJOR = 1
@@ -20,8 +21,10 @@ FORMAT_MAJOR = 1
 # into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte); 1.3:
 # names, shapes and dtypes the rebuilt structure implies are left out of the table (names.py);
 # 1.4: edits leave out the arguments the replaced layer and the previous edit of the same type
-# imply, and quantizers the shape of their tensor (manifest.py)
-FORMAT_MINOR = 4
+# imply, and quantizers the shape of their tensor (manifest.py); 1.5: the header dictionary
+# extended with quantized T-Basis records (header_dict_1_5.py), and what a type's jc_follows
+# implies from its previous edit (a T-Basis layer's rows) is left out too
+FORMAT_MINOR = 5
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32
@@ -42,7 +45,9 @@ class Frame:
 def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
     """Serialize ``header`` and the concatenated ``payloads`` into a complete file image."""
     text = json.dumps(header, separators=(",", ":"), sort_keys=False, allow_nan=False)
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    deflater = zlib.compressobj(
+        9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, header_dictionary(FORMAT_MINOR)
+    )
     compressed = deflater.compress(text.encode("utf-8")) + deflater.flush()
     prefix = _PREFIX.pack(
         MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed)
@@ -74,7 +79,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     if zlib.crc32(compressed) != header_crc:
         raise FormatError("header CRC32 mismatch: the header is corrupted")
     try:
-        header = _inflate_json(bytes(compressed))
+        header = _inflate_json(bytes(compressed), header_dictionary(minor))
     except FormatError as exc:
         if minor > FORMAT_MINOR:
             raise FormatError(
@@ -86,9 +91,16 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size, minor)
 
 
-def _inflate_json(compressed: bytes) -> dict[str, Any]:
-    # 1.0 headers carry no dictionary id and inflate as before; 1.1+ headers name HEADER_DICT's
-    inflater = zlib.decompressobj(zdict=HEADER_DICT)
+def header_dictionary(minor: int) -> bytes:
+    """The preset DEFLATE dictionary of a 1.``minor`` header (1.0 headers use none, and
+    inflate with any)."""
+    return HEADER_DICT_1_5 if minor >= 5 else HEADER_DICT
+
+
+def _inflate_json(compressed: bytes, dictionary: bytes) -> dict[str, Any]:
+    # 1.0 headers carry no dictionary id and inflate as before; 1.1+ headers name their
+    # version's dictionary
+    inflater = zlib.decompressobj(zdict=dictionary)
     try:
         text = inflater.decompress(compressed, MAX_HEADER_BYTES)
     except zlib.error as exc:

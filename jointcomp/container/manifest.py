@@ -40,6 +40,7 @@ class Manifest:
     ties: dict[str, str] = field(default_factory=dict)  # alias name -> stored name
     shared: dict[str, str] = field(default_factory=dict)  # alias module path -> first path
     implied: bool = True  # format 1.4+: edits leave out what implied_arguments infers
+    follows: bool = True  # format 1.5+: and what a type's jc_follows infers from its last edit
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"builder": self.builder, "kwargs": self.kwargs}
@@ -119,13 +120,21 @@ def _own_signature(entry: ModuleType) -> set[str]:
 
 
 def implied_arguments(
-    entry: ModuleType, replaced: nn.Module | None, previous: dict[str, Any] | None
+    entry: ModuleType,
+    replaced: nn.Module | None,
+    previous: dict[str, Any] | None,
+    follows: bool = True,
 ) -> dict[str, Any]:
     """Format 1.4: the constructor arguments an edit that puts an ``entry`` module where
     ``replaced`` was may leave out — the replaced module's arguments that the new type also
     takes (a factorized conv keeps the conv's channels, kernel, stride and padding), over those
-    of the previous edit of the same type (the layers of one network share most settings)."""
+    of the previous edit of the same type (the layers of one network share most settings).
+    1.5 (``follows``): where the type defines ``jc_follows(previous config)``, what that says
+    the next one takes (a T-Basis layer's table rows start after the previous layer's)."""
     implied = dict(previous or {})
+    rule = getattr(entry.cls, "jc_follows", None)
+    if follows and previous and rule is not None:
+        implied.update(rule(previous))
     ref_entry = module_type_of(replaced) if replaced is not None else None
     accepted = _own_signature(entry)
     if ref_entry is not None and accepted:
@@ -351,7 +360,9 @@ def manifest_from_json(data: Any, minor: int) -> Manifest:
         isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
     ):
         raise FormatError("header: malformed shared modules")
-    return Manifest(builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4)
+    return Manifest(
+        builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4, follows=minor >= 5
+    )
 
 
 def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
@@ -440,7 +451,8 @@ def rebuild_structure(
         if current is not None and module_type_of(current) is entry:
             config = {**entry.config(current), **config}  # the edit lists changed arguments only
         elif manifest.implied:
-            config = {**implied_arguments(entry, current, previous.get(type_name)), **config}
+            implied = implied_arguments(entry, current, previous.get(type_name), manifest.follows)
+            config = {**implied, **config}
         try:
             module = entry.build(config)
         except Exception as exc:  # a constructor rejecting bad arguments from the file

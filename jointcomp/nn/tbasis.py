@@ -159,6 +159,15 @@ class _TBasisLayer(FactorizedModule):
             "execution": self.execution,
         }
 
+    @staticmethod
+    def jc_follows(previous: dict[str, Any]) -> dict[str, Any]:
+        """What a file's next edit of this type implies (format 1.5): its table rows start
+        right after those of the previous layer, as the share stage lays them out."""
+        rows, cores = previous.get("rows"), previous.get("out_modes")
+        if isinstance(rows, int) and not isinstance(rows, bool) and isinstance(cores, list):
+            return {"rows": rows + len(cores)}
+        return {}
+
     def _rows_config(self) -> int | list[int]:
         # consecutive rows (every layer of an uncoupled basis) as their first one: a file's
         # header then spends a few bytes per layer on them instead of ~10
