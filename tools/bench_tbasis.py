@@ -162,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="quantized rows: T-Basis tables that get a scale per row (per core) instead of "
         "one per table, comma-separated: coef, rank_scale (a layer override's granularity: "
-        "channel)",
+        "channel; the recipe already gives coef one)",
     )
     ap.add_argument(
         "--bias-correction",
