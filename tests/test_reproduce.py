@@ -304,6 +304,16 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
         "bias_correction"
         not in bench_tbasis.quant_stages(bench_tbasis.parse_args([]), 16, 16)[1]["quantize"]
     )
+    # --fold-offset: the folded output scales' grid spans their own range, named in the run
+    offset = bench_tbasis.parse_args(["--fold-offset", "--fold-bits", "5"])
+    scale_override = bench_tbasis.quant_stages(offset, 16, 16)[1]["quantize"]["layers"]
+    assert scale_override["*.out_scale"] == {
+        "bits": 5,
+        "granularity": "tensor",
+        "symmetric": False,
+        "include_zero": False,
+    }
+    assert bench_tbasis.quant_run_name(offset, 16, 16) == "tbasis-b16-r16-q4-fbits5-foffset"
     # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
     taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]

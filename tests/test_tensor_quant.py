@@ -89,6 +89,22 @@ def test_calibrate_asymmetric_min_max():
     assert float(dequantize(torch.tensor(int(zero)), scale, zero)) == 0.0  # 0 is exact
 
 
+def test_calibrate_asymmetric_own_range_is_finer_away_from_zero():
+    """include_zero False: the grid spans [min, max] only (a folded output scale's values sit
+    far from 0), its zero point off the codes; a constant slice still codes exactly."""
+    x = torch.stack([torch.linspace(0.09, 0.19, 40), torch.full((40,), 0.5)])
+    scale, zero = calibrate_scale(x, 5, symmetric=False, axis=0, include_zero=False)
+    wide, _ = calibrate_scale(x, 5, symmetric=False, axis=0)
+    assert float(scale[0]) == pytest.approx(0.1 / 30, rel=1e-5)  # narrow: codes 0..30
+    assert float(scale[0]) < 0.6 * float(wide[0])
+    assert int(zero[0]) < 0  # 0 is below the grid
+    q = quantize_uniform(x, 5, scale, zero, signed=False, narrow_range=True, axis=0)
+    assert int(q.min()) >= 0 and int(q.max()) <= 30
+    err = (dequantize(q, scale, zero, axis=0) - x).abs()
+    assert float(err[0].max()) <= float(scale[0]) / 2 + 1e-6
+    assert float(err[1].max()) < 1e-6  # the constant row: reaches 0 as before, exact
+
+
 def test_quant_argument_errors():
     x = torch.randn(3, 4)
     with pytest.raises(ValueError, match="positive"):

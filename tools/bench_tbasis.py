@@ -165,6 +165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "channel; the recipe already gives coef one)",
     )
     ap.add_argument(
+        "--fold-offset",
+        action="store_true",
+        help="quantized rows: the folded output scales' grid spans their own [min, max] "
+        "instead of reaching 0 (the *.out_scale layer override's include_zero: false)",
+    )
+    ap.add_argument(
         "--bias-correction",
         action="store_true",
         help="quantized rows: move the mean-output shift of each rounded folded scale into "
@@ -421,6 +427,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["fold_rounding"] = args.fold_rounding
     if args.bias_correction:
         quantize["bias_correction"] = True
+    if args.fold_offset:
+        quantize["layers"]["*.out_scale"]["include_zero"] = False
     if args.calibration is not None:
         quantize["calibration"] = args.calibration
     return stages
@@ -461,6 +469,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"fround-{args.fold_rounding}")
     if args.bias_correction:
         parts.append("bcorr")
+    if args.fold_offset:
+        parts.append("foffset")
     if args.calibration:
         parts.append(args.calibration)
     return "-".join(parts)

@@ -40,8 +40,13 @@ def _mse_scale(
     if spec.symmetric:
         hi = rows.abs().amax(1)
         lo = torch.zeros_like(hi)
-    else:
+    elif spec.include_zero:
         lo, hi = rows.amin(1).clamp(max=0.0), rows.amax(1).clamp(min=0.0)
+    else:
+        lo, hi = rows.amin(1), rows.amax(1)
+        same = hi == lo
+        lo = torch.where(same, lo.clamp(max=0.0), lo)
+        hi = torch.where(same, hi.clamp(min=0.0), hi)
     best_err = torch.full_like(hi, float("inf"))
     best_scale = torch.ones_like(hi)
     best_zero = torch.zeros_like(hi)
@@ -49,10 +54,14 @@ def _mse_scale(
         if spec.symmetric:
             scale = (hi * ratio / qmax).to(torch.float32).double()
             zero = torch.zeros_like(scale)
-        else:
+        elif spec.include_zero:
             scale = ((hi - lo) * ratio / (qmax - qmin)).to(torch.float32).double()
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
             zero = torch.round(qmin - lo * ratio / scale).clamp(qmin, qmax)
+        else:  # clipped around the middle of the values' own range
+            scale = ((hi - lo) * ratio / (qmax - qmin)).to(torch.float32).double()
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            zero = torch.round(qmin - (lo + (hi - lo) * (1 - ratio) / 2) / scale)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = torch.round(rows / scale[:, None] + zero[:, None]).clamp(qmin, qmax)
         err = (((q - zero[:, None]) * scale[:, None] - rows) ** 2 * weight).sum(1)
@@ -76,7 +85,7 @@ def calibrate(
         return (scale.reshape(()), zero.reshape(())) if axis is None else (scale, zero)
     if calibration != "absmax":
         raise ValueError(f"calibration must be absmax or mse, got {calibration!r}")
-    return calibrate_scale(x, spec.bits, spec.symmetric, axis, spec.narrow_range)
+    return calibrate_scale(x, spec.bits, spec.symmetric, axis, spec.narrow_range, spec.include_zero)
 
 
 def ptq_tensor(

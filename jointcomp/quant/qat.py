@@ -60,6 +60,11 @@ def weight_quant(spec: QuantSpec, scaling: Scaling = "stats") -> Any:
     from those statistics; ``mse``: a trained scale initialized at the least-MSE clipping."""
     if scaling not in ("stats", "learned", "mse"):
         raise ValueError(f"scaling must be stats, learned or mse, got {scaling!r}")
+    if not spec.include_zero:
+        raise ValueError(
+            "include_zero: false is for tensors rounded after training (biases, norms, folded "
+            "output scales with fold_rounding ptq), not for QAT's quantizers"
+        )
     base = _BASE[(spec.symmetric, spec.granularity == "channel", scaling == "mse")]
     options: dict[str, Any] = {"bit_width": spec.bits, "narrow_range": spec.narrow_range}
     if scaling == "learned":

@@ -12,12 +12,16 @@ Granularity = Literal["channel", "tensor"]
 class QuantSpec:
     """``bits``-bit integers with a scale per output channel (``channel``) or per tensor;
     symmetric: signed grid, zero point 0; asymmetric: unsigned grid with an integer zero point;
-    ``narrow_range`` drops the most negative (signed) or the largest (unsigned) code."""
+    ``narrow_range`` drops the most negative (signed) or the largest (unsigned) code;
+    ``include_zero`` (asymmetric): the grid's range reaches 0, so 0 is exact, or (False) spans
+    only the values' [min, max], a finer grid for values far from 0 (folded output scales)
+    whose zero point may lie outside the codes."""
 
     bits: int
     granularity: Granularity = "channel"
     symmetric: bool = True
     narrow_range: bool = True
+    include_zero: bool = True
 
     def __post_init__(self) -> None:
         if (

@@ -88,6 +88,12 @@ class LayerQuant(Strict):
     granularity: Literal["channel", "tensor", "auto"] | None = None
     symmetric: bool | None = None
     narrow_range: bool | None = None
+    include_zero: bool | None = Field(
+        None,
+        description="asymmetric grids rounded after training (biases, norms, folded output "
+        "scales): false spans only the values' [min, max] instead of reaching 0, a finer grid "
+        "for values far from 0 such as folded output scales (null: reach 0)",
+    )
     keep_float: bool = Field(False, description="leave the layer's tensors float")
     method: Literal["kmeans"] | None = Field(
         None,
@@ -283,6 +289,7 @@ class QuantizeStage(Stage):
         p: QuantizeParams = self.params  # type: ignore[assignment]
         bits = getattr(p.bits, target.kind)
         granularity, symmetric, narrow = p.granularity, p.symmetric, p.narrow_range
+        include_zero = True
         pinned = False
         o = self._override(target)
         if o is not None:
@@ -294,6 +301,7 @@ class QuantizeStage(Stage):
             granularity = o.granularity or granularity
             symmetric = symmetric if o.symmetric is None else o.symmetric
             narrow = narrow if o.narrow_range is None else o.narrow_range
+            include_zero = o.include_zero is not False
         if bits is None:
             return None, pinned
         if target.kind not in ("factors", "weights"):
@@ -303,7 +311,7 @@ class QuantizeStage(Stage):
             shape = target.shape
             per_channel = math.prod(shape) // max(1, shape[target.channel_axis])
             granularity = "channel" if per_channel >= AUTO_MIN_PER_CHANNEL else "tensor"
-        spec = QuantSpec(bits, granularity, symmetric, narrow)
+        spec = QuantSpec(bits, granularity, symmetric, narrow, include_zero)
         return (spec.for_fixed_zeros() if target.fixed_zeros else spec), pinned
 
     def _codebook(self, target: Target) -> bool:
@@ -369,6 +377,12 @@ class QuantizeStage(Stage):
         if p.budget is not None:
             plan = self._apply_budget(model, ctx, plan, pinned, summary)
         methods = {t.name: p.method for t, _ in plan}
+        trained = [t.name for t, s in plan if not s.include_zero]
+        if trained and p.method != "ptq":
+            raise ModelError(
+                f"quantize: include_zero false is for tensors rounded after training (biases, "
+                f"norms, folded output scales), but {trained[:3]} are trained by {p.method}"
+            )
         if p.method == "qat":
             codebooks = [(t, s) for t, s in plan if self._codebook(t)]
             # trained with the uniform grids' QAT, as method kmeans trains them

@@ -93,11 +93,14 @@ def calibrate_scale(
     symmetric: bool = True,
     axis: int | None = None,
     narrow_range: bool = True,
+    include_zero: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point that cover x (per tensor, or per slice along ``axis``).
 
     symmetric: signed grid, zero_point 0, scale = max|x| / qmax (max-abs).
-    otherwise: unsigned grid over [min(x, 0), max(x, 0)] (min-max), integer zero_point.
+    otherwise: unsigned grid over [min(x, 0), max(x, 0)] (min-max), integer zero_point; with
+    ``include_zero`` False over [min(x), max(x)] (a slice of one value: as with True), whose
+    zero point may lie outside [qmin, qmax] (0 is then not on the grid).
     Pass ``signed=symmetric`` and the same narrow_range to ``quantize_uniform``. A slice that is
     all zeros gets scale 1 (any positive scale codes it exactly). Returns (float32 scale,
     int32 zero_point), 0-D or 1-D.
@@ -116,15 +119,23 @@ def calibrate_scale(
         lo = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         scale = flat.abs().amax(1) / qmax
     else:
-        lo = flat.amin(1).clamp(max=0.0)
-        scale = (flat.amax(1).clamp(min=0.0) - lo) / (qmax - qmin)
+        lo, hi = flat.amin(1), flat.amax(1)
+        if include_zero:
+            lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
+        else:  # a constant slice has no range of its own: reach 0 as above
+            same = hi == lo
+            lo = torch.where(same, lo.clamp(max=0.0), lo)
+            hi = torch.where(same, hi.clamp(min=0.0), hi)
+        scale = (hi - lo) / (qmax - qmin)
     # float32 is what the scale is stored and dequantized as; 0 (an all-zero slice, or
     # underflow) becomes 1, which codes zeros exactly.
     scale = scale.to(torch.float32)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.zeros_like(lo)
     if not symmetric:
-        zero = torch.round(qmin - lo / scale.double()).clamp(qmin, qmax)
+        zero = torch.round(qmin - lo / scale.double())
+        if include_zero:
+            zero = zero.clamp(qmin, qmax)
     zero = zero.to(torch.int32)
     if axis is None:
         return scale.reshape(()), zero.reshape(())
