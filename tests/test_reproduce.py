@@ -314,6 +314,11 @@ def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -
         "include_zero": False,
     }
     assert bench_tbasis.quant_run_name(offset, 16, 16) == "tbasis-b16-r16-q4-fbits5-foffset"
+    # --bias-bits: the biases' bits alone, after --fold-bits
+    split = bench_tbasis.parse_args(["--fold-bits", "4", "--bias-bits", "6"])
+    split_q = bench_tbasis.quant_stages(split, 16, 16)[1]["quantize"]
+    assert split_q["bits"]["biases"] == 6 and split_q["layers"]["*.out_scale"]["bits"] == 4
+    assert bench_tbasis.quant_run_name(split, 16, 16) == "tbasis-b16-r16-q4-fbits4-bbits6"
     # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
     taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
     taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]

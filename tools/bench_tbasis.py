@@ -165,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "channel; the recipe already gives coef one)",
     )
     ap.add_argument(
+        "--bias-bits",
+        type=int,
+        default=None,
+        help="quantized rows: bits of the biases alone (after --fold-bits; the recipe's "
+        "bits.biases)",
+    )
+    ap.add_argument(
         "--fold-offset",
         action="store_true",
         help="quantized rows: the folded output scales' grid spans their own [min, max] "
@@ -427,6 +434,8 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         quantize["fold_rounding"] = args.fold_rounding
     if args.bias_correction:
         quantize["bias_correction"] = True
+    if args.bias_bits is not None:
+        quantize["bits"]["biases"] = args.bias_bits
     if args.fold_offset:
         quantize["layers"]["*.out_scale"]["include_zero"] = False
     if args.calibration is not None:
@@ -469,6 +478,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append(f"fround-{args.fold_rounding}")
     if args.bias_correction:
         parts.append("bcorr")
+    if args.bias_bits is not None:
+        parts.append(f"bbits{args.bias_bits}")
     if args.fold_offset:
         parts.append("foffset")
     if args.calibration:
