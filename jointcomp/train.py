@@ -291,6 +291,28 @@ def first_batches(
 
 
 @torch.no_grad()
+def run_with_hooks(
+    model: nn.Module,
+    hooks: list[tuple[nn.Module, Callable[..., None]]],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str,
+) -> None:
+    """Run ``model`` in eval mode over ``batches`` with forward ``hooks`` on some of its
+    modules (to measure what they see or produce); the hooks are removed and the training flag
+    restored afterwards, whatever happens."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    try:
+        model.eval()
+        for x, _ in batches:
+            model(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+@torch.no_grad()
 def recalibrate_batchnorm(
     model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str
 ) -> int:

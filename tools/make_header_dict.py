@@ -82,12 +82,18 @@ def build(paths: list[Path], known: bytes = b"", limit: int = MAX_BYTES) -> byte
     return out
 
 
-def extension_text(extension: bytes, sources: list[Path]) -> str:
-    """header_dict_1_5.py: the 1.5 dictionary, the bundled one with ``extension`` after it."""
-    blob = base64.b85encode(zlib.compress(extension, 9)).decode()
+def _frozen_parts(data: bytes, sources: list[Path]) -> tuple[str, str]:
+    """(``data`` as the lines of a compressed base85 string literal, the sample names)."""
+    blob = base64.b85encode(zlib.compress(data, 9)).decode()
     lines = [blob[i : i + 88] for i in range(0, len(blob), 88)]
     body = "\n".join(f'    "{line}"' for line in lines)
     names = textwrap.fill(", ".join(p.parent.name for p in sources), 96, break_on_hyphens=False)
+    return body, names
+
+
+def extension_text(extension: bytes, sources: list[Path]) -> str:
+    """header_dict_1_5.py: the 1.5 dictionary, the bundled one with ``extension`` after it."""
+    body, names = _frozen_parts(extension, sources)
     full = bundled_dictionary() + b"," + extension
     return f'''"""The preset DEFLATE dictionary of .jcz headers from format 1.5 on (docs/FORMAT.md):
 the 1.1 dictionary, then the records of quantized T-Basis headers it lacked (quantizer
@@ -121,10 +127,7 @@ def bundled_dictionary() -> bytes:
 
 
 def module_text(dictionary: bytes, sources: list[Path]) -> str:
-    blob = base64.b85encode(zlib.compress(dictionary, 9)).decode()
-    lines = [blob[i : i + 88] for i in range(0, len(blob), 88)]
-    body = "\n".join(f'    "{line}"' for line in lines)
-    names = textwrap.fill(", ".join(p.parent.name for p in sources), 96, break_on_hyphens=False)
+    body, names = _frozen_parts(dictionary, sources)
     return f'''"""The preset DEFLATE dictionary of .jcz headers, format 1.1 (docs/FORMAT.md).
 
 Frozen: made once by tools/make_header_dict.py from the headers of sample files

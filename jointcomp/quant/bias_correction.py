@@ -6,17 +6,19 @@ every channel's mean where training left it; only the channel's gain error remai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from ..train import run_with_hooks
 
 
 @torch.no_grad()
 def output_means(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
 ) -> dict[str, torch.Tensor]:
     """Per output channel (dim 1), the mean output of each of ``layers`` (path → submodule of
@@ -32,16 +34,7 @@ def output_means(
 
         return record
 
-    handles = [module.register_forward_hook(hook(path)) for path, module in layers.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for x, _ in batches:
-            model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_with_hooks(model, [(m, hook(path)) for path, m in layers.items()], batches, device)
     missing = sorted(set(layers) - set(sums))
     if missing:
         raise ValueError(f"layers {missing[:3]} never ran on the calibration batches")

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from ..nn.quantized import IntQuantized
-from ..tensor.quant import calibrate_scale, int_range, quantize_uniform
+from ..tensor.quant import asymmetric_range, calibrate_scale, int_range, quantize_uniform
 from .spec import QuantSpec
 
 Calibration = Literal["absmax", "mse"]
@@ -40,13 +40,8 @@ def _mse_scale(
     if spec.symmetric:
         hi = rows.abs().amax(1)
         lo = torch.zeros_like(hi)
-    elif spec.include_zero:
-        lo, hi = rows.amin(1).clamp(max=0.0), rows.amax(1).clamp(min=0.0)
     else:
-        lo, hi = rows.amin(1), rows.amax(1)
-        same = hi == lo
-        lo = torch.where(same, lo.clamp(max=0.0), lo)
-        hi = torch.where(same, hi.clamp(min=0.0), hi)
+        lo, hi = asymmetric_range(rows, spec.include_zero)
     best_err = torch.full_like(hi, float("inf"))
     best_scale = torch.ones_like(hi)
     best_zero = torch.zeros_like(hi)

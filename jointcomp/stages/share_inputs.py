@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tensor.tbasis import ModePlan
+from ..train import run_with_hooks
 
 MAX_ROWS_PER_BATCH = 4096  # patches sampled per batch and layer: enough for a C·k² ≤ 600 moment
 
@@ -75,16 +76,7 @@ def input_metrics(
 
         return record
 
-    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(modules)]
-    was_training = model.training
-    try:
-        model.eval()
-        for x, _ in batches:
-            model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_with_hooks(model, [(m, hook(j)) for j, m in enumerate(modules)], batches, device)
     out = []
     for name, plan, moment, n in zip(names, plans, moments, counts):
         if n == 0:

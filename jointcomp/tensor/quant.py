@@ -87,6 +87,17 @@ def dequantize(
     return ((q.to(torch.float64) - z) * s).to(dtype)
 
 
+def asymmetric_range(
+    rows: torch.Tensor, include_zero: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``rows`` [n, m], the [lo, hi] an asymmetric grid covers: [min, max]
+    stretched to reach 0, or (``include_zero`` False) the row's own [min, max]; a constant row
+    has no range of its own and reaches 0 either way."""
+    lo, hi = rows.amin(1), rows.amax(1)
+    reach = torch.ones_like(lo, dtype=torch.bool) if include_zero else hi == lo
+    return torch.where(reach, lo.clamp(max=0.0), lo), torch.where(reach, hi.clamp(min=0.0), hi)
+
+
 def calibrate_scale(
     x: torch.Tensor,
     bits: int,
@@ -119,13 +130,7 @@ def calibrate_scale(
         lo = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         scale = flat.abs().amax(1) / qmax
     else:
-        lo, hi = flat.amin(1), flat.amax(1)
-        if include_zero:
-            lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
-        else:  # a constant slice has no range of its own: reach 0 as above
-            same = hi == lo
-            lo = torch.where(same, lo.clamp(max=0.0), lo)
-            hi = torch.where(same, hi.clamp(min=0.0), hi)
+        lo, hi = asymmetric_range(flat, include_zero)
         scale = (hi - lo) / (qmax - qmin)
     # float32 is what the scale is stored and dequantized as; 0 (an all-zero slice, or
     # underflow) becomes 1, which codes zeros exactly.
