@@ -375,7 +375,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 # keys added after baselines were cached and runs fingerprinted: hashes leave them out while
 # null, so those caches stay valid and those runs resume ("method": quantize layer overrides)
-ADDED_KEYS = ("augment", "rate", "teacher", "method", "bias_correction", "include_zero")
+ADDED_KEYS = (
+    "augment",
+    "rate",
+    "teacher",
+    "method",
+    "bias_correction",
+    "include_zero",
+    "scale_grid",
+)
 
 
 def without_unset_added(data: Any) -> Any:

@@ -231,7 +231,7 @@ def test_header_is_deflated_json_with_crc() -> None:
     image = pack({"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}, [])
     _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
-    assert (major, minor) == (1, 5) and zlib.crc32(header) == crc
+    assert (major, minor) == (1, 6) and zlib.crc32(header) == crc
     inflater = zlib.decompressobj(zdict=HEADER_DICT_1_5)
     assert inflater.decompress(header).startswith(b'{"model"')
 

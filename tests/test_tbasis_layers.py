@@ -15,6 +15,7 @@ from torch import nn
 
 from jointcomp.audit.measure import count_params
 from jointcomp.container import open_artifact, save
+from jointcomp.container.artifact import read_header
 from jointcomp.container.framing import MAGIC, unpack
 from jointcomp.container.header_dict import HEADER_DICT
 from jointcomp.container.manifest import Manifest, rebuild_structure
@@ -347,7 +348,9 @@ def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
         else:
             module = loaded.get_submodule(path)
             edit[2] = MODULE_TYPES[kind].config(module)
-    spelled["tensors"] = [{k: v for k, v in e.items()} for e in open_artifact(image).entries]
+    opened = open_artifact(image)
+    spelled["tensors"] = [{k: v for k, v in e.items()} for e in opened.entries]
+    spelled["model"]["shared"] = opened.manifest.shared  # 1.6 implies them
     old = _file_with_minor(spelled, bytes(frame.payload), 3)
     assert len(old) > len(image)
     x = torch.randn(4, 1, 8, 8)
@@ -411,8 +414,12 @@ def test_quantized_folded_tbasis_header_is_smaller_in_1_5_and_1_4_files_still_op
     save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
     image = (tmp_path / "m.jcz").read_bytes()
     frame = unpack(image)
-    assert frame.minor == 5
-    spelled = json.loads(json.dumps(frame.header))  # 1.4 needs every layer's first row
+    assert frame.minor == 6
+    # 1.4 needs every layer's first row, shared module and raw coder parameters
+    _, manifest, entries, _ = read_header(image)
+    spelled = json.loads(json.dumps(frame.header))
+    spelled["model"]["shared"] = manifest.shared
+    spelled["tensors"] = entries
     for path, kind, config in spelled["model"]["edits"]:
         if kind.startswith("TBasis"):
             config["rows"] = model.get_submodule(path).row_list[0]

@@ -165,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "channel; the recipe already gives coef one)",
     )
     ap.add_argument(
+        "--scale-grid",
+        default="",
+        help="quantized rows: TABLE=STEPS,… moves the scales of a T-Basis tensor (coef, "
+        "rank_scale, basis) to a log grid of STEPS per octave, stored as integer codes (a "
+        "layer override's scale_grid; STEPS 0: float scales; the recipe gives coef 64)",
+    )
+    ap.add_argument(
         "--bias-bits",
         type=int,
         default=None,
@@ -430,6 +437,12 @@ def quant_stages(args, b: int, r: int) -> list[dict[str, Any]]:
         if table not in ("coef", "rank_scale"):
             raise SystemExit(f"--row-scales: {table!r} is not a T-Basis table (coef, rank_scale)")
         quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})["granularity"] = "channel"
+    for item in filter(None, args.scale_grid.split(",")):
+        table, _, steps = item.partition("=")
+        if table not in ("coef", "rank_scale", "basis") or not steps.isdigit():
+            raise SystemExit(f"--scale-grid: {item!r} is not TABLE=STEPS (coef, rank_scale, basis)")
+        override = quantize.setdefault("layers", {}).setdefault(f"*.{table}", {})
+        override["scale_grid"] = int(steps) or None
     if args.fold_rounding is not None:
         quantize["fold_rounding"] = args.fold_rounding
     if args.bias_correction:
@@ -474,6 +487,8 @@ def quant_run_name(args, b: int, r: int) -> str:
         parts.append("km-" + args.codebooks.replace(",", "-").replace("_", ""))
     if args.row_scales:
         parts.append("rows-" + args.row_scales.replace(",", "-").replace("_", ""))
+    if args.scale_grid:
+        parts.append("grid-" + args.scale_grid.replace(",", "-").replace("_", "").replace("=", ""))
     if args.fold_rounding:
         parts.append(f"fround-{args.fold_rounding}")
     if args.bias_correction:

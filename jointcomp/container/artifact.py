@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import FormatError, JointcompError
 from .framing import Frame, pack, unpack
+from .grid_params import fill_grid_params, quantizer_grids, rebase_raw
 from .manifest import (
     Manifest,
     describe,
@@ -99,6 +100,7 @@ def encode_model(
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     stats: dict[str, dict[str, Any]] = {}
+    grids = quantizer_grids(model)
     for name, tensor in tensors_to_store(model, manifest).items():
         if omittable(tensor, built.get(name)):
             continue
@@ -110,13 +112,14 @@ def encode_model(
             storage=choice.storage,
             codec_options=choice.options,
         )
+        entry, payload = rebase_raw(entry, payload, tensor, grids.get(name))
         entries.append(entry)
         payloads.append(payload)
         stats[name] = tensor_stats
     table, ordered = pack_scalars(entries, payloads)
     header = {
         "model": manifest.to_json(),
-        "tensors": compact_table(table, stored_tensors(built, rebuilt)),
+        "tensors": compact_table(table, stored_tensors(built, rebuilt), grids),
     }
     if meta:
         header["meta"] = meta
@@ -184,6 +187,8 @@ def _read(
     if frame.minor >= 3 and needs_structure(entries):
         structure = _structure(manifest, trust)
         entries = resolve_table(entries, stored_tensors(structure[1], manifest))
+        if frame.minor >= 6:
+            entries = fill_grid_params(entries, quantizer_grids(structure[0]))
     if frame.minor >= 4:
         entries = fill_lengths(entries)
     if frame.minor >= 2:

@@ -23,8 +23,10 @@ FORMAT_MAJOR = 1
 # 1.4: edits leave out the arguments the replaced layer and the previous edit of the same type
 # imply, and quantizers the shape of their tensor (manifest.py); 1.5: the header dictionary
 # extended with quantized T-Basis records (header_dict_1_5.py), and what a type's jc_follows
-# implies from its previous edit (a T-Basis layer's rows) is left out too
-FORMAT_MINOR = 5
+# implies from its previous edit (a T-Basis layer's rows) is left out too; 1.6: float32 tensors
+# on a log grid stored as integer codes (storage "l<steps>", tensors.py), and the children a
+# type shares with its previous layer implied (implied_shared.py)
+FORMAT_MINOR = 6
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32

@@ -7,7 +7,8 @@ dict, with tied tensors (one Parameter used at several names) stored once. A mod
 appears at several paths (a T-Basis layer's shared basis) is described once, at its first path,
 and rebuilt as one object at all of them (``shared``). From format 1.4 an edit leaves out the
 arguments a reader can infer (``implied_arguments``: the replaced layer's shape, the previous
-edit of the same type), and a quantizer the shape of the tensor it holds.
+edit of the same type), and a quantizer the shape of the tensor it holds; from 1.6 the sharing
+of children a type declares shared with its previous layer (``implied_shared``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import FormatError, ModelError
 from ..registry import MODULE_TYPES, ModuleType, module_type_of
+from . import implied_shared
 
 _SCALARS = (int, float, bool, str, type(None))
 _SKIP_ATTRS = {"training"}
@@ -41,8 +43,18 @@ class Manifest:
     shared: dict[str, str] = field(default_factory=dict)  # alias module path -> first path
     implied: bool = True  # format 1.4+: edits leave out what implied_arguments infers
     follows: bool = True  # format 1.5+: and what a type's jc_follows infers from its last edit
+    # format 1.6 as read: ``shared`` holds only what implied_shared does not infer, and these
+    # declared children are their layer's own; None once ``shared`` is complete
+    own: list[str] | None = None
+
+    def complete_shared(self) -> None:
+        """Fill ``shared`` with what a 1.6 header leaves for the reader to infer."""
+        if self.own is not None:
+            self.shared = implied_shared.expand(self.edits, self.shared, self.own)
+            self.own = None
 
     def to_json(self) -> dict[str, Any]:
+        self.complete_shared()
         out: dict[str, Any] = {"builder": self.builder, "kwargs": self.kwargs}
         if self.edits:
             out["edits"] = self.edits
@@ -51,8 +63,11 @@ class Manifest:
         ties = {a: t for a, t in self.ties.items() if _implied_tie(a, self.shared) != t}
         if ties:
             out["ties"] = ties  # those inside a shared module follow from ``shared``
-        if self.shared:
-            out["shared"] = self.shared
+        shared, own = implied_shared.compact(self.edits, self.shared)
+        if shared:
+            out["shared"] = shared
+        if own:
+            out["own"] = own
         return out
 
 
@@ -360,8 +375,13 @@ def manifest_from_json(data: Any, minor: int) -> Manifest:
         isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
     ):
         raise FormatError("header: malformed shared modules")
+    own = data.get("own", []) if minor >= 6 else None
+    if own is not None and (
+        not isinstance(own, list) or not all(isinstance(p, str) and p for p in own)
+    ):
+        raise FormatError("header: malformed list of own modules")
     return Manifest(
-        builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4, follows=minor >= 5
+        builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4, follows=minor >= 5, own=own
     )
 
 
@@ -433,6 +453,7 @@ def rebuild_structure(
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The module of the manifest's edits, attributes and shared modules applied to ``base``,
     with placeholder tensors, and its state dict (aliases resolved into ``manifest.ties``)."""
+    manifest.complete_shared()
     root = base
     previous: dict[str, dict[str, Any]] = {}  # type name -> arguments of its last edit
     for path, type_name, config in manifest.edits:

@@ -39,6 +39,8 @@ def needs_structure(entries: list[Any]) -> bool:
                 return True
         elif not isinstance(name, str) or "s" not in entry or "d" not in entry:
             return True
+        if entry.get("c") == "raw" and "p" not in entry:  # 1.6: the quantizer's range
+            return True
     return False
 
 
@@ -75,10 +77,15 @@ def fill_lengths(entries: list[Any]) -> list[Any]:
     return out
 
 
-def compact_table(entries: list[dict[str, Any]], expected: dict[str, torch.Tensor]) -> list[dict]:
+def compact_table(
+    entries: list[dict[str, Any]],
+    expected: dict[str, torch.Tensor],
+    grids: dict[str, dict[str, int]] | None = None,
+) -> list[dict]:
     """The writer's side: ``entries`` (after scalar packing) with every name, shape and dtype
-    that ``expected`` (stored name → rebuilt tensor, in order) implies left out, and every
-    payload length the entry implies. Copies."""
+    that ``expected`` (stored name → rebuilt tensor, in order) implies left out, every
+    payload length the entry implies, and (1.6) the raw parameters equal to the quantizer
+    range ``grids`` gives the tensor (``grid_params``). Copies."""
     index = {name: i for i, name in enumerate(expected)}
     out: list[dict[str, Any]] = []
     prev = -1
@@ -87,6 +94,8 @@ def compact_table(entries: list[dict[str, Any]], expected: dict[str, torch.Tenso
             entry = {k: v for k, v in entry.items() if k != "b"}
         entry = dict(entry)
         name = entry["n"]
+        if entry.get("c") == "raw" and grids and entry.get("p") == grids.get(name):
+            del entry["p"]
         if isinstance(name, list):
             skips = _skips([index.get(n) for n in name])
             if skips is not None:

@@ -2,7 +2,9 @@
 
 Floats that stay float are stored raw (little-endian, in their own dtype or a narrower storage
 dtype the recipe asks for); integer tensors and the bit patterns of sparse float tensors go
-through ``jointcomp.codec``. Decoding validates the entry before allocating anything.
+through ``jointcomp.codec``. A float32 tensor whose every value is 2^(k/steps) (quantizer scales
+a ``scale_grid`` put there) may be stored as its integer codes k (format 1.6, storage
+``"l<steps>"``, e.g. ``"l64"``), exactly. Decoding validates the entry before allocating anything.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError
+from ..tensor import log_grid
 
 # file dtype code -> (torch dtype, little-endian numpy dtype of the same bits)
 DTYPES: dict[str, tuple[torch.dtype, str]] = {
@@ -35,6 +38,15 @@ BIT_VIEW = {"f32": torch.int32, "f16": torch.int16, "bf16": torch.int16, "f64": 
 PLAIN = "plain"  # the tensor's own little-endian bytes, no coder
 MAX_DIMS = 8
 MAX_ELEMENTS = 1 << 31  # per tensor; a file naming more is refused before allocation
+LOG_PREFIX = "l"  # storage "l64": float32 values stored as their codes on a 64-step log grid
+
+
+def log_steps(store: str) -> int | None:
+    """The grid of a log-code storage dtype ("l64" → 64), None for any other storage."""
+    if not store.startswith(LOG_PREFIX) or not store[1:].isdigit():
+        return None
+    steps = int(store[1:])
+    return steps if steps in log_grid.STEPS and store == f"{LOG_PREFIX}{steps}" else None
 
 
 def dtype_code(dtype: torch.dtype) -> str:
@@ -77,6 +89,8 @@ def encode_tensor(
     code = dtype_code(tensor.dtype)
     entry: dict[str, Any] = {"n": name, "s": list(tensor.shape), "d": code}
     stored = tensor
+    if storage and log_steps(storage):
+        return _encode_log(entry, tensor, log_steps(storage), codec_name, codec_options)
     if storage and storage != code:
         if code not in FLOAT_CODES or storage not in FLOAT_CODES:
             raise ValueError(f"{name}: cannot store a {code} tensor as {storage}")
@@ -101,6 +115,32 @@ def encode_tensor(
     return entry, payload, stats  # the writer adds "k" (CRC32) at the end of each layer's run
 
 
+def _encode_log(
+    entry: dict[str, Any],
+    tensor: torch.Tensor,
+    steps: int,
+    codec_name: str,
+    codec_options: dict[str, Any] | None,
+) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """A float32 tensor as its codes on the log grid of ``steps`` (exact, or ValueError)."""
+    name = entry["n"]
+    if codec_name == PLAIN:
+        raise ValueError(f"{name}: log-grid codes go through a coder, not plain")
+    found = log_grid.exact_codes(tensor, steps)
+    if found is None:
+        raise ValueError(f"{name}: not every value lies on the log grid of {steps} steps")
+    codes, coarsest = found
+    codes = (codes.astype(np.int64) * (steps // coarsest)).astype(np.int32)
+    from .. import codec
+
+    enc = codec.encode(codes.reshape(-1), codec_name, **(codec_options or {}))
+    entry.update(st=f"{LOG_PREFIX}{steps}", c=enc.codec)
+    if enc.params:
+        entry["p"] = enc.params
+    entry["b"] = len(enc.data)
+    return entry, enc.data, {"side_bytes": enc.side_bytes, **enc.stats}
+
+
 def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     """Validate a table entry's fields; returns (name, shape, dtype, storage dtype, bytes)."""
     where = f"tensor table entry {index}"
@@ -123,7 +163,12 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     if code not in DTYPES:
         raise FormatError(f"{where}: unknown dtype {code!r}")
     store = entry.get("st", code)
-    if store not in DTYPES or (
+    if isinstance(store, str) and log_steps(store):
+        if code != "f32" or entry.get("c") == PLAIN:
+            raise FormatError(
+                f"{where}: log-grid storage {store!r} needs an f32 tensor and a coder"
+            )
+    elif store not in DTYPES or (
         store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES)
     ):
         raise FormatError(f"{where}: invalid storage dtype {store!r} for dtype {code}")
@@ -183,6 +228,13 @@ def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> tor
         if array.shape != (n,):
             raise FormatError(f"tensor {name!r}: decoded {array.shape} values, expected ({n},)")
         array = array.astype(np_dtype, copy=False)
+    steps = log_steps(store)
+    if steps is not None:
+        try:
+            values = log_grid.values_of(array, steps)
+        except ValueError as exc:
+            raise FormatError(f"tensor {name!r}: {exc}") from None
+        return torch.from_numpy(values).reshape(shape)
     tensor = _from_numpy(array, store).reshape(shape)
     if store != code:
         tensor = tensor.to(DTYPES[code][0])
@@ -191,6 +243,8 @@ def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> tor
 
 def _symbol_dtype(code: str) -> np.dtype:
     """The integer dtype a coder produced for a tensor stored as ``code``."""
+    if log_steps(code) is not None:
+        return np.dtype(np.int32)
     if code in FLOAT_CODES:
         return np.dtype(torch.empty(0, dtype=BIT_VIEW[code]).numpy().dtype)
     if code == "b":

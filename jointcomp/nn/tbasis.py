@@ -79,6 +79,8 @@ class _TBasisLayer(FactorizedModule):
     """Shared machinery: the plan, the shared children, the rows, the weight rebuild."""
 
     what = "TBasis layer"
+    # format 1.6: a file implies that each layer holds the previous layer's basis and table
+    jc_shared_children = ("basis", "coefficients")
 
     def _setup(
         self,

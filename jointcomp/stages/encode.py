@@ -12,12 +12,15 @@ from torch import nn
 
 from ..container import TensorChoice, open_artifact, save
 from ..errors import JointcompError
+from ..tensor.log_grid import exact_codes
 from ..train import is_main_process
 from .base import Stage, StageContext, StageParams, first_match
 
 CodecName = Literal["auto", "plain", "raw", "huffman", "tunstall", "ans", "range", "sparse"]
 SPARSE_FLOAT_THRESHOLD = 0.5  # zero fraction above which a float tensor's positions are coded
 MIN_PARTS, MAX_PARTS, MIN_PART_SIZE = 2, 1024, 64  # range_parts: slices worth a table each
+# log-grid codes pay where the values outweigh a coder's header entry (a scalar does not)
+MIN_LOG_VALUES = 8
 
 
 class EncodeParams(StageParams):
@@ -60,6 +63,9 @@ class EncodeStage(Stage):
             )
         if tensor.is_floating_point():
             storage = p.float_storage if tensor.dtype == torch.float32 else None
+            found = exact_codes(tensor) if tensor.numel() >= MIN_LOG_VALUES else None
+            if found is not None:  # scales a scale_grid put on a log grid: codes, exactly
+                return TensorChoice("auto" if codec == "auto" else codec, {}, f"l{found[1]}")
             zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
             if name in sparse or zeros > SPARSE_FLOAT_THRESHOLD:
                 # positions entropy-coded, values kept as exact bit patterns
@@ -92,17 +98,23 @@ class EncodeStage(Stage):
             ctx.log(f"wrote {path} ({report.file_bytes:,} bytes)")
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        loaded = open_artifact(path, trust=True).model
-        _check_bit_exact(model, loaded, p.float_storage)
+        artifact = open_artifact(path, trust=True)
+        exact = {e["n"] for e in artifact.entries if e.get("st", "").startswith("l")}
+        exact |= {alias for alias, name in artifact.manifest.ties.items() if name in exact}
+        _check_bit_exact(model, artifact.model, p.float_storage, exact)
+        loaded = artifact.model
         return loaded.to(ctx.device)
 
 
-def _check_bit_exact(model: nn.Module, loaded: nn.Module, float_storage: str) -> None:
-    """Every tensor read back must equal the one written (after the requested float storage)."""
+def _check_bit_exact(
+    model: nn.Module, loaded: nn.Module, float_storage: str, exact: set[str]
+) -> None:
+    """Every tensor read back must equal the one written (after the requested float storage;
+    the ``exact`` ones, stored as log-grid codes, exactly)."""
     theirs = loaded.state_dict()
     for name, ours in model.state_dict().items():
         expect = ours
-        if float_storage == "f16" and ours.dtype == torch.float32:
+        if float_storage == "f16" and ours.dtype == torch.float32 and name not in exact:
             expect = ours.to(torch.float16).to(torch.float32)
         if name not in theirs or not torch.equal(expect.cpu(), theirs[name]):
             raise JointcompError(f"encode: tensor {name!r} did not survive the file bit-exactly")

@@ -46,6 +46,7 @@ from ..quant import (
 )
 from ..quant.bias_correction import correct_bias, output_means
 from ..quant.refit import REFITTABLE
+from ..quant.scale_grid import snap_scales
 from ..quant.tbasis_equalize import equalize_tbasis
 from ..recipe import FinetuneSpec, Strict
 from ..train import first_batches, recalibrate_batchnorm
@@ -93,6 +94,13 @@ class LayerQuant(Strict):
         description="asymmetric grids rounded after training (biases, norms, folded output "
         "scales): false spans only the values' [min, max] instead of reaching 0, a finer grid "
         "for values far from 0 such as folded output scales (null: reach 0)",
+    )
+    scale_grid: Literal[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] | None = Field(
+        None,
+        description="once quantized, move the tensors' scales to the nearest 2^(k/steps) for "
+        "this many steps per octave (64: at most 0.54% away), so the file stores each as a "
+        "small integer code instead of a float: a scale per row of a T-Basis coefficient table "
+        "costs ~3 bits instead of 16 (null: float scales)",
     )
     keep_float: bool = Field(False, description="leave the layer's tensors float")
     method: Literal["kmeans"] | None = Field(
@@ -289,7 +297,7 @@ class QuantizeStage(Stage):
         p: QuantizeParams = self.params  # type: ignore[assignment]
         bits = getattr(p.bits, target.kind)
         granularity, symmetric, narrow = p.granularity, p.symmetric, p.narrow_range
-        include_zero = True
+        include_zero, scale_grid = True, None
         pinned = False
         o = self._override(target)
         if o is not None:
@@ -302,6 +310,7 @@ class QuantizeStage(Stage):
             symmetric = symmetric if o.symmetric is None else o.symmetric
             narrow = narrow if o.narrow_range is None else o.narrow_range
             include_zero = o.include_zero is not False
+            scale_grid = o.scale_grid
         if bits is None:
             return None, pinned
         if target.kind not in ("factors", "weights"):
@@ -311,7 +320,7 @@ class QuantizeStage(Stage):
             shape = target.shape
             per_channel = math.prod(shape) // max(1, shape[target.channel_axis])
             granularity = "channel" if per_channel >= AUTO_MIN_PER_CHANNEL else "tensor"
-        spec = QuantSpec(bits, granularity, symmetric, narrow, include_zero)
+        spec = QuantSpec(bits, granularity, symmetric, narrow, include_zero, scale_grid)
         return (spec.for_fixed_zeros() if target.fixed_zeros else spec), pinned
 
     def _codebook(self, target: Target) -> bool:
@@ -404,6 +413,7 @@ class QuantizeStage(Stage):
             extras = self._fold_after(model, ctx, extras, summary)
         self._round_extras(model, ctx, extras, summary)
         methods.update({t.name: "ptq" for t, _ in extras})
+        snap_scales(model, plan + extras, summary)
         model.eval()
         summary["accuracy_after"] = ctx.evaluate(model)
         self._record(model, ctx, plan + extras, methods, floats, summary, start)
