@@ -5,8 +5,8 @@ minimum, packed at a fixed width. Its table entry used to carry that minimum and
 differ per tensor and cost DEFLATE ~2 header bytes each; yet the rebuilt structure already
 knows the quantizer's integer range. A 1.6 entry of a quantizer's integers coded raw without
 ``"p"`` therefore means: packed from the range's lowest code at the range's width. The writer
-re-packs a raw tensor so where that costs no payload byte (the values need the full width
-anyway); on the T-Basis ResNet-32 that is 62 of 66 entries, 110 header bytes.
+re-packs a raw tensor so wherever that costs no payload byte (its values need the full width
+anyway); on the T-Basis ResNet-32 that is 62 of 66 entries, 81 header bytes.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class EncodeStage(Stage):
             storage = p.float_storage if tensor.dtype == torch.float32 else None
             found = exact_codes(tensor) if tensor.numel() >= MIN_LOG_VALUES else None
             if found is not None:  # scales a scale_grid put on a log grid: codes, exactly
-                return TensorChoice("auto" if codec == "auto" else codec, {}, f"l{found[1]}")
+                return TensorChoice(codec, {}, f"l{found[1]}")
             zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
             if name in sparse or zeros > SPARSE_FLOAT_THRESHOLD:
                 # positions entropy-coded, values kept as exact bit patterns

@@ -100,7 +100,8 @@ class LayerQuant(Strict):
         description="once quantized, move the tensors' scales to the nearest 2^(k/steps) for "
         "this many steps per octave (64: at most 0.54% away), so the file stores each as a "
         "small integer code instead of a float: a scale per row of a T-Basis coefficient table "
-        "costs ~3 bits instead of 16 (null: float scales)",
+        "costs ~3 bits instead of 16 (for scales of 8 or more values; a tensor's single scale "
+        "stays a float; null: float scales)",
     )
     keep_float: bool = Field(False, description="leave the layer's tensors float")
     method: Literal["kmeans"] | None = Field(
