@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..container.choose import StoragePolicy
+from ..container.manifest import omittable
+from ..container.tensors import encode_tensor
 from ..nn.quantized import Codebook, IntQuantized
 
 
@@ -12,18 +15,14 @@ def coded_bytes(p: nn.Module) -> int:
     """Payload bytes an IntQuantized or Codebook parametrization takes in the file under the
     ``encode`` stage's default choices (integers through the ``auto`` coder; scales, zero
     points and centroids as floats; all-zero ones are left out of the file)."""
-    from ..container.manifest import omittable
-    from ..container.tensors import encode_tensor
-    from ..stages.encode import EncodeParams, EncodeStage  # stages import this module
-
     if not isinstance(p, (IntQuantized, Codebook)):
         raise TypeError(f"not a quantized tensor: {type(p).__name__}")
-    stage = EncodeStage(EncodeParams())
+    policy = StoragePolicy()
     total = 0
     for name, tensor in p.state_dict().items():
         if omittable(tensor, tensor):  # a fresh build of the same config is already all zeros
             continue
-        choice = stage.choose(name, tensor, set())
+        choice = policy.choose(name, tensor)
         _, payload, _ = encode_tensor(
             name,
             tensor,

@@ -11,16 +11,12 @@ from pydantic import Field
 from torch import nn
 
 from ..container import TensorChoice, open_artifact, save
+from ..container.choose import StoragePolicy
 from ..errors import JointcompError
-from ..tensor.log_grid import exact_codes
 from ..train import is_main_process
-from .base import Stage, StageContext, StageParams, first_match
+from .base import Stage, StageContext, StageParams
 
 CodecName = Literal["auto", "plain", "raw", "huffman", "tunstall", "ans", "range", "sparse"]
-SPARSE_FLOAT_THRESHOLD = 0.5  # zero fraction above which a float tensor's positions are coded
-MIN_PARTS, MAX_PARTS, MIN_PART_SIZE = 2, 1024, 64  # range_parts: slices worth a table each
-# log-grid codes pay where the values outweigh a coder's header entry (a scalar does not)
-MIN_LOG_VALUES = 8
 
 
 class EncodeParams(StageParams):
@@ -37,18 +33,6 @@ class EncodeParams(StageParams):
     filename: str = "model.jcz"
 
 
-def parts_option(tensor: torch.Tensor) -> dict[str, Any]:
-    """auto's range_parts candidate for ``tensor``: a table per leading slice (a quantized
-    T-Basis basis has a scale per basis core, so each core's values have their own spread).
-    auto keeps it only where the smaller stream pays for the extra tables."""
-    if tensor.dim() < 2:
-        return {}
-    parts = tensor.shape[0]
-    if not MIN_PARTS <= parts <= MAX_PARTS or tensor.numel() // parts < MIN_PART_SIZE:
-        return {}
-    return {"range_parts": {"parts": parts}}
-
-
 class EncodeStage(Stage):
     name = "encode"
     Params = EncodeParams
@@ -56,24 +40,8 @@ class EncodeStage(Stage):
 
     def choose(self, name: str, tensor: torch.Tensor, sparse: set[str]) -> TensorChoice:
         p: EncodeParams = self.params  # type: ignore[assignment]
-        codec = first_match(name, p.layers) or p.codec
-        if codec == "plain":  # no coding at all: every tensor's own bytes
-            return TensorChoice(
-                "plain", {}, p.float_storage if tensor.dtype == torch.float32 else None
-            )
-        if tensor.is_floating_point():
-            storage = p.float_storage if tensor.dtype == torch.float32 else None
-            found = exact_codes(tensor) if tensor.numel() >= MIN_LOG_VALUES else None
-            if found is not None:  # scales a scale_grid put on a log grid: codes, exactly
-                return TensorChoice(codec, {}, f"l{found[1]}")
-            zeros = float((tensor == 0).float().mean()) if tensor.numel() else 0.0
-            if name in sparse or zeros > SPARSE_FLOAT_THRESHOLD:
-                # positions entropy-coded, values kept as exact bit patterns
-                return TensorChoice("sparse", {"value_codecs": ("raw",)}, storage)
-            return TensorChoice("plain", {}, storage)
-        if codec != "auto":
-            return TensorChoice(codec, dict(p.options), None)
-        return TensorChoice(codec, parts_option(tensor), None)
+        policy = StoragePolicy(p.codec, p.layers, p.options, p.float_storage)
+        return policy.choose(name, tensor, sparse)
 
     def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
         p: EncodeParams = self.params  # type: ignore[assignment]
