@@ -3,7 +3,6 @@ FormatError."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import zlib
@@ -15,9 +14,8 @@ import torch_pruning as tp
 from torch import nn
 
 from jointcomp.container import TensorChoice, open_artifact, read_header, save
-from jointcomp.container.framing import MAGIC, PREFIX_SIZE, pack, unpack
+from jointcomp.container.framing import PREFIX_SIZE, pack, unpack
 from jointcomp.container.header_dict import HEADER_DICT, HEADER_DICT_ADLER32
-from jointcomp.container.header_dict_1_5 import HEADER_DICT_1_5, HEADER_DICT_1_5_ADLER32
 from jointcomp.errors import FormatError, ModelError
 from jointcomp.models import build_model
 from jointcomp.stages.prune import attention_heads
@@ -178,27 +176,23 @@ def test_resealed_malicious_headers_are_rejected() -> None:
     cases = {
         "payload lengths": {
             **base,
-            "tensors": [
-                {"n": "fc1.weight", "s": [300, 784], "d": "f32", "c": "plain", "b": 10**9, "k": 0}
-            ],
+            "tensors": [{"n": "fc1.weight", "s": [300, 784], "d": "f32", "c": "plain", "b": 10**9}],
         },
         "more than": {
             **base,
-            "tensors": [
-                {"n": "fc1.weight", "s": [2**20, 2**20], "d": "f32", "c": "plain", "b": 0, "k": 0}
-            ],
+            "tensors": [{"n": "fc1.weight", "s": [2**20, 2**20], "d": "f32", "c": "plain", "b": 0}],
         },
         "unknown dtype": {
             **base,
-            "tensors": [{"n": "x", "s": [1], "d": "f128", "c": "plain", "b": 0, "k": 0}],
+            "tensors": [{"n": "x", "s": [1], "d": "f128", "c": "plain", "b": 0}],
         },
         "invalid shape": {
             **base,
-            "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain", "b": 0, "k": 0}],
+            "tensors": [{"n": "x", "s": [-1], "d": "f32", "c": "plain", "b": 0}],
         },
         "does not match the model": {
             **base,
-            "tensors": [{"n": "fc9.weight", "s": [0], "d": "f32", "c": "plain", "b": 0, "k": 0}],
+            "tensors": [{"n": "fc9.weight", "s": [0], "d": "f32", "c": "plain", "b": 0}],
         },
         "not registered": {
             **base,
@@ -218,13 +212,10 @@ def test_resealed_malicious_headers_are_rejected() -> None:
             open_artifact(pack(header, []))
 
 
-def test_wrong_magic_and_version() -> None:
-    image = bytearray(pack({"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}, []))
+def test_wrong_magic() -> None:
+    image = pack({"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}, [])
     with pytest.raises(FormatError, match="bad magic"):
-        unpack(b"PK\x03\x04" + bytes(image[4:]))
-    struct.pack_into("<H", image, 8, 99)
-    with pytest.raises(FormatError, match="unsupported format version 99"):
-        unpack(bytes(image))
+        unpack(b"PK\x03\x04" + image[4:])
 
 
 def test_header_is_deflated_json_with_crc() -> None:
@@ -232,32 +223,18 @@ def test_header_is_deflated_json_with_crc() -> None:
     _, major, minor, length, crc = struct.unpack_from("<8sHHII", image, 0)
     header = image[PREFIX_SIZE : PREFIX_SIZE + length]
     assert (major, minor) == (1, 6) and zlib.crc32(header) == crc
-    inflater = zlib.decompressobj(zdict=HEADER_DICT_1_5)
+    inflater = zlib.decompressobj(zdict=HEADER_DICT)
     assert inflater.decompress(header).startswith(b'{"model"')
 
 
-def test_header_dictionary_is_frozen_and_version_1_0_files_still_open() -> None:
-    # a file written with another dictionary could not be read: it must never change in 1.x
-    assert zlib.adler32(HEADER_DICT) == HEADER_DICT_ADLER32 == 2298034909
-    # 1.5 extends it: the 1.1 dictionary first, byte for byte, so 1.1–1.4 files read as before
-    assert HEADER_DICT_1_5.startswith(HEADER_DICT + b",")
-    assert zlib.adler32(HEADER_DICT_1_5) == HEADER_DICT_1_5_ADLER32 == 2244017464
+def test_header_dictionary_is_frozen() -> None:
+    # a file written with another dictionary could not be read: it changes only with the version
+    assert zlib.adler32(HEADER_DICT) == HEADER_DICT_ADLER32 == 2244017464
+    assert len(HEADER_DICT) == 21867
     header = {"model": {"builder": "zoo:x", "kwargs": {}}, "tensors": []}
-    body = zlib.compress(json.dumps(header).encode(), 9)  # 1.0: plain DEFLATE, no dictionary
-    image = struct.pack("<8sHHII", MAGIC, 1, 0, len(body), zlib.crc32(body)) + body
-    image += hashlib.sha256(image).digest()
-    assert unpack(image).header == header
-    assert len(pack(header, [])) < len(image)  # the dictionary pays even on a tiny header
-
-
-def test_newer_minor_version_says_upgrade() -> None:
-    header = json.dumps({"model": {}, "tensors": []}).encode()
-    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, b"another dict")
-    body = other.compress(header) + other.flush()
-    image = struct.pack("<8sHHII", MAGIC, 1, 7, len(body), zlib.crc32(body)) + body
-    image += hashlib.sha256(image).digest()
-    with pytest.raises(FormatError, match="format 1.7, newer than .* upgrade jointcomp"):
-        unpack(image)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    _, _, _, length, _ = struct.unpack_from("<8sHHII", pack(header, []), 0)
+    assert length < len(zlib.compress(text, 9))  # the dictionary pays even on a tiny header
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -337,43 +314,9 @@ def test_parametrization_types_are_allow_listed() -> None:
         open_artifact(pack(header, []))
 
 
-def _as_version_1_1(image: bytes) -> bytes:
-    """The same file written as format 1.1: scalars one entry each, and every layer's run of
-    entries closed by the CRC32 of its payload bytes."""
-    frame, _, named, _ = read_header(image)  # every name, shape and dtype, scalars one each
-    header = json.loads(json.dumps(frame.header))
-    model = open_artifact(image).model
-    for path, kind, config in header["model"].get("edits", []):
-        if kind == "@parametrize":  # before 1.4 a quantizer states its tensor's shape
-            module = model.get_submodule(path)
-            for tensor, chain in config.items():
-                chain[0][1].setdefault("shape", list(getattr(module, tensor).shape))
-    entries, payloads, offset = [], [], 0
-    for entry in named:
-        entries.append(dict(entry))
-        payloads.append(bytes(frame.payload[offset : offset + entry["b"]]))
-        offset += entry["b"]
-
-    def layer(name: str) -> str:
-        return name.partition(".parametrizations.")[0].rpartition(".")[0]
-
-    crc = 0
-    for i, (entry, payload) in enumerate(zip(entries, payloads, strict=True)):
-        crc = zlib.crc32(payload, crc)
-        if i + 1 == len(entries) or layer(entries[i + 1]["n"]) != layer(entry["n"]):
-            entry["k"], crc = crc, 0
-    header["tensors"] = entries
-    text = json.dumps(header, separators=(",", ":")).encode()
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
-    body = deflater.compress(text) + deflater.flush()
-    out = struct.pack("<8sHHII", MAGIC, 1, 1, len(body), zlib.crc32(body)) + body
-    out += b"".join(payloads)
-    return out + hashlib.sha256(out).digest()
-
-
-def test_scalars_share_one_entry_and_files_carry_no_crc(tmp_path: Path) -> None:
-    """Format 1.2: a quantized model's per-tensor scales sit in one packed entry at the end of
-    the table; the SHA-256 alone guards the payload. Opening expands them back."""
+def test_scalars_share_one_entry(tmp_path: Path) -> None:
+    """A quantized model's per-tensor scales sit in one packed entry at the end of the table.
+    Opening expands them back."""
     from jointcomp.nn.quantized import attach
     from jointcomp.quant import QuantSpec, ptq_tensor
 
@@ -384,10 +327,9 @@ def test_scalars_share_one_entry_and_files_carry_no_crc(tmp_path: Path) -> None:
     save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
     image = (tmp_path / "m.jcz").read_bytes()
     table = unpack(image).header["tensors"]
-    assert not any("k" in e for e in table)
     packed = table[-1]
     assert isinstance(packed["n"], list) and len(packed["n"]) == 2
-    assert "b" not in packed  # 1.4: two f32 scalars imply their 8 bytes
+    assert "b" not in packed  # two f32 scalars imply their 8 bytes
     assert not any(isinstance(e.get("n"), list) for e in table[:-1])
     art = open_artifact(image)
     names = [e["n"] for e in art.entries]
@@ -398,24 +340,6 @@ def test_scalars_share_one_entry_and_files_carry_no_crc(tmp_path: Path) -> None:
     x = torch.randn(4, 784)
     with torch.no_grad():
         assert torch.equal(model(x), art.model(x))
-        assert torch.equal(model(x), open_artifact(_as_version_1_1(image)).model(x))
-
-
-def test_version_1_1_files_still_check_each_layer_crc(tmp_path: Path) -> None:
-    model = build_model("zoo:lenet300", {}).eval()
-    save(tmp_path / "m.jcz", model, "zoo:lenet300", {})
-    image = bytearray(_as_version_1_1((tmp_path / "m.jcz").read_bytes()))
-    frame = unpack(bytes(image))
-    assert frame.minor == 1
-    sealed = [e["n"] for e in frame.header["tensors"] if "k" in e]
-    assert sealed == ["fc1.bias", "fc2.bias", "fc3.bias"]  # weight + bias: one run per layer
-    offset = len(image) - 32 - len(frame.payload) + 5  # a byte of fc1.weight
-    image[offset] ^= 0x10
-    body = bytes(image[:-32])
-    with pytest.raises(
-        FormatError, match=r"CRC32 mismatch in tensor\(s\) 'fc1.weight' … 'fc1.bias'"
-    ):
-        open_artifact(body + hashlib.sha256(body).digest())
 
 
 @pytest.mark.parametrize(
@@ -449,9 +373,9 @@ def _lenet300_quantized(tmp_path: Path) -> tuple[nn.Module, bytes]:
 
 
 def test_table_leaves_out_what_the_structure_implies(tmp_path: Path) -> None:
-    """Format 1.3: entries in state-dict order carry no name, shape or dtype (skips where the
-    writer omitted zero tensors); the header is smaller than with every name spelled out, and
-    both tables open to the same module."""
+    """Entries in state-dict order carry no name, shape or dtype (skips where the writer omitted
+    zero tensors); the header is smaller than with every name spelled out, and both tables open
+    to the same module."""
     model, image = _lenet300_quantized(tmp_path)
     frame, _, named, _ = read_header(image)
     table = frame.header["tensors"]
@@ -459,7 +383,7 @@ def test_table_leaves_out_what_the_structure_implies(tmp_path: Path) -> None:
     assert all("s" not in e and "d" not in e for e in table[:-1])
     assert [e["n"] for e in named][:2] == ["fc1.weight", "fc1.bias"]
     spelled = json.loads(json.dumps(frame.header))
-    spelled["tensors"] = [{**e} for e in named]  # the 1.2 way, scalars unpacked
+    spelled["tensors"] = [{**e} for e in named]  # every field spelled out, scalars unpacked
     explicit = pack(spelled, [bytes(frame.payload)])
     assert len(explicit) > len(image)
     x = torch.randn(4, 784)
@@ -489,8 +413,8 @@ def test_implied_names_that_lie_are_format_errors(tmp_path: Path, change, messag
 
 
 def test_implied_names_need_a_trusted_builder(tmp_path: Path) -> None:
-    """The structure must be built to name a 1.3 table's tensors: refused before anything is
-    built for a builder outside the allow-list, read with trust."""
+    """The structure must be built to name a table's implied tensors: refused before anything
+    is built for a builder outside the allow-list, read with trust."""
     model = TiedNet().eval()
     path = tmp_path / "tied.jcz"
     save(path, model, "tests.test_container:TiedNet", {})

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import random
 import signal
-import struct
-import zlib
 
 import pytest
 import torch
 
 from jointcomp.container import TensorChoice, open_artifact, save
 from jointcomp.container.artifact import read_header
-from jointcomp.container.framing import PREFIX_SIZE, header_dictionary, pack
+from jointcomp.container.framing import pack, unpack
 from jointcomp.errors import FormatError
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import Codebook, IntQuantized, attach
@@ -84,10 +82,8 @@ def test_every_truncation(image: bytes) -> None:
 
 
 def _parts(image: bytes) -> tuple[dict, bytes]:
-    _, _, minor, h_len, _ = struct.unpack_from("<8sHHII", image, 0)
-    inflater = zlib.decompressobj(zdict=header_dictionary(minor))
-    header = json.loads(inflater.decompress(image[PREFIX_SIZE : PREFIX_SIZE + h_len]))
-    return header, image[PREFIX_SIZE + h_len : -32]
+    frame = unpack(image)
+    return frame.header, bytes(frame.payload)
 
 
 def _reseal(header: dict, payload: bytes) -> bytes:
@@ -98,7 +94,7 @@ def _reseal(header: dict, payload: bytes) -> bytes:
 def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
     header, payload = _parts(image)
     rng = random.Random(0)
-    _, _, entries, _ = read_header(image)  # 1.4 tables leave implied lengths out
+    _, _, entries, _ = read_header(image)  # the table leaves implied lengths out
     coded = [
         (e, sum(x["b"] for x in entries[:i]))
         for i, e in enumerate(entries)
@@ -125,13 +121,13 @@ def test_resealed_header_lies_are_format_errors(image: bytes) -> None:
     header, payload = _parts(image)
     rng = random.Random(1)
     mutations = [
-        # 1.3 tables leave out shapes and dtypes the structure implies: a lie adds one back
+        # the table leaves out shapes and dtypes the structure implies: a lie adds one back
         lambda e: e.__setitem__("s", [d + 1 for d in e.get("s", [0])]),
         lambda e: e.__setitem__("s", e.get("s", [1, 1])[:-1] or [2]),
         lambda e: e.__setitem__("d", "i32" if e.get("d") != "i32" else "i8"),
         lambda e: e.__setitem__("c", rng.choice(["ans", "huffman", "tunstall", "range", "raw"])),
         lambda e: e.__setitem__("p", {"min": 10**12, "bits": 64}),
-        # 1.4 tables leave out lengths the entry implies: a lie states one
+        # the table leaves out lengths the entry implies: a lie states one
         lambda e: e.__setitem__("b", e.get("b", 0) + 1),
     ]
     for i in range(60):

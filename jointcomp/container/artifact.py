@@ -28,7 +28,7 @@ from .manifest import (
 )
 from .names import compact_table, fill_lengths, needs_structure, resolve_table
 from .scalars import expand_scalars, pack_scalars
-from .tensors import check_entry, check_runs, decode_tensor, encode_tensor
+from .tensors import check_entry, decode_tensor, encode_tensor
 
 MAX_TENSORS = 1 << 20
 
@@ -163,9 +163,9 @@ def save(
 def read_header(
     data: bytes | bytearray | memoryview, *, trust: bool = False
 ) -> tuple[Frame, Manifest, list[dict[str, Any]], dict[str, Any]]:
-    """Check the framing and the header of a file image; no tensor is decoded. A 1.3 table
-    whose names come from the model's structure has it rebuilt (placeholders, no weights),
-    which needs an allow-listed builder unless ``trust``."""
+    """Check the framing and the header of a file image; no tensor is decoded. A table whose
+    names come from the model's structure has it rebuilt (placeholders, no weights), which
+    needs an allow-listed builder unless ``trust``."""
     frame, manifest, entries, meta, _ = _read(data, trust)
     return frame, manifest, entries, meta
 
@@ -176,7 +176,7 @@ def _read(
     """read_header, plus the rebuilt (module, state dict) when the table needed them."""
     frame = unpack(data)
     header = frame.header
-    manifest = manifest_from_json(header.get("model"), frame.minor)
+    manifest = manifest_from_json(header.get("model"))
     entries = header.get("tensors")
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise FormatError("header: missing or oversized tensor table")
@@ -184,17 +184,19 @@ def _read(
     if not isinstance(meta, dict):
         raise FormatError("header: meta is not an object")
     structure = None
-    if frame.minor >= 3 and needs_structure(entries):
+    if needs_structure(entries):
         structure = _structure(manifest, trust)
         entries = resolve_table(entries, stored_tensors(structure[1], manifest))
-        if frame.minor >= 6:
-            entries = fill_grid_params(entries, quantizer_grids(structure[0]))
-    if frame.minor >= 4:
-        entries = fill_lengths(entries)
-    if frame.minor >= 2:
-        entries = expand_scalars(entries)
-        if len(entries) > MAX_TENSORS:
-            raise FormatError("header: oversized tensor table")
+        entries = fill_grid_params(entries, quantizer_grids(structure[0]))
+    entries = expand_scalars(fill_lengths(entries))
+    if len(entries) > MAX_TENSORS:
+        raise FormatError("header: oversized tensor table")
+    _check_table(entries, len(frame.payload))
+    return frame, manifest, entries, meta, structure
+
+
+def _check_table(entries: list[dict[str, Any]], payload_bytes: int) -> None:
+    """Every entry valid, no name twice, and the lengths adding up to the payload exactly."""
     total = 0
     names = set()
     for i, entry in enumerate(entries):
@@ -203,12 +205,11 @@ def _read(
             raise FormatError(f"tensor {name!r} appears twice in the tensor table")
         names.add(name)
         total += length
-    if total != len(frame.payload):
+    if total != payload_bytes:
         raise FormatError(
             f"payload lengths in the tensor table add up to {total} bytes, "
-            f"but the file holds {len(frame.payload)} payload bytes"
+            f"but the file holds {payload_bytes} payload bytes"
         )
-    return frame, manifest, entries, meta, structure
 
 
 def _structure(manifest: Manifest, trust: bool) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -229,9 +230,7 @@ def _structure(manifest: Manifest, trust: bool) -> tuple[nn.Module, dict[str, to
 
 
 def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Decode every payload (offsets are the running sum of the table's lengths), after every
-    CRC32 has been checked."""
-    check_runs(entries, frame.payload, frame.minor)
+    """Decode every payload (offsets are the running sum of the table's lengths)."""
     tensors: dict[str, torch.Tensor] = {}
     offset = 0
     for i, entry in enumerate(entries):

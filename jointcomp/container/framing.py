@@ -13,19 +13,12 @@ from typing import Any
 
 from ..errors import FormatError
 from .header_dict import HEADER_DICT
-from .header_dict_1_5 import HEADER_DICT_1_5
 
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
+# The one version this jointcomp reads and writes. Earlier minors were pre-release formats: they
+# are refused rather than read, since re-running a recipe writes them again. A change to the
+# bytes a file holds needs a new version and new golden files (tests/golden/).
 FORMAT_MAJOR = 1
-# 1.1: the header is DEFLATEd with the preset dictionary of header_dict.py; 1.2: scalars packed
-# into one table entry per dtype, and no per-layer CRC32 (the SHA-256 covers every byte); 1.3:
-# names, shapes and dtypes the rebuilt structure implies are left out of the table (names.py);
-# 1.4: edits leave out the arguments the replaced layer and the previous edit of the same type
-# imply, and quantizers the shape of their tensor (manifest.py); 1.5: the header dictionary
-# extended with quantized T-Basis records (header_dict_1_5.py), and what a type's jc_follows
-# implies from its previous edit (a T-Basis layer's rows) is left out too; 1.6: float32 tensors
-# on a log grid stored as integer codes (storage "l<steps>", tensors.py), and the children a
-# type shares with its previous layer implied (implied_shared.py)
 FORMAT_MINOR = 6
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
@@ -41,15 +34,12 @@ class Frame:
     header_bytes: int
     payload: memoryview
     file_bytes: int
-    minor: int = FORMAT_MINOR  # the file's minor version: what its table may leave out
 
 
 def pack(header: dict[str, Any], payloads: list[bytes]) -> bytes:
     """Serialize ``header`` and the concatenated ``payloads`` into a complete file image."""
     text = json.dumps(header, separators=(",", ":"), sort_keys=False, allow_nan=False)
-    deflater = zlib.compressobj(
-        9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, header_dictionary(FORMAT_MINOR)
-    )
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
     compressed = deflater.compress(text.encode("utf-8")) + deflater.flush()
     prefix = _PREFIX.pack(
         MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(compressed), zlib.crc32(compressed)
@@ -67,11 +57,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     magic, major, minor, header_len, header_crc = _PREFIX.unpack_from(view, 0)
     if magic != MAGIC:
         raise FormatError("not a .jcz file (bad magic bytes)")
-    if major != FORMAT_MAJOR:
-        raise FormatError(
-            f"unsupported format version {major}.{minor}; this jointcomp reads version "
-            f"{FORMAT_MAJOR}.x"
-        )
+    check_version(major, minor)
     body = view[: size - DIGEST_SIZE]
     if hashlib.sha256(body).digest() != bytes(view[size - DIGEST_SIZE :]):
         raise FormatError("SHA-256 mismatch: the file is corrupted or truncated")
@@ -80,29 +66,29 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     compressed = view[PREFIX_SIZE : PREFIX_SIZE + header_len]
     if zlib.crc32(compressed) != header_crc:
         raise FormatError("header CRC32 mismatch: the header is corrupted")
-    try:
-        header = _inflate_json(bytes(compressed), header_dictionary(minor))
-    except FormatError as exc:
-        if minor > FORMAT_MINOR:
-            raise FormatError(
-                f"{exc}; the file is format {major}.{minor}, newer than this jointcomp's "
-                f"{FORMAT_MAJOR}.{FORMAT_MINOR}: upgrade jointcomp to read it"
-            ) from None
-        raise
+    header = _inflate_json(bytes(compressed))
     payload = view[PREFIX_SIZE + header_len : size - DIGEST_SIZE]
-    return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size, minor)
+    return Frame(header, PREFIX_SIZE + header_len + DIGEST_SIZE, payload, size)
 
 
-def header_dictionary(minor: int) -> bytes:
-    """The preset DEFLATE dictionary of a 1.``minor`` header (1.0 headers use none, and
-    inflate with any)."""
-    return HEADER_DICT_1_5 if minor >= 5 else HEADER_DICT
+def check_version(major: int, minor: int) -> None:
+    """Refuse a file of any version but this one, saying what its owner can do about it."""
+    version, ours = f"{major}.{minor}", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+    if (major, minor) > (FORMAT_MAJOR, FORMAT_MINOR):
+        raise FormatError(
+            f"the file is format {version}, newer than this jointcomp's {ours}: "
+            "upgrade jointcomp to read it"
+        )
+    if (major, minor) < (FORMAT_MAJOR, FORMAT_MINOR):
+        raise FormatError(
+            f"the file is format {version}, a pre-release format this jointcomp no longer "
+            "reads: re-run the recipe that wrote it (jointcomp run RECIPE) to write it again, "
+            f"as format {ours}"
+        )
 
 
-def _inflate_json(compressed: bytes, dictionary: bytes) -> dict[str, Any]:
-    # 1.0 headers carry no dictionary id and inflate as before; 1.1+ headers name their
-    # version's dictionary
-    inflater = zlib.decompressobj(zdict=dictionary)
+def _inflate_json(compressed: bytes) -> dict[str, Any]:
+    inflater = zlib.decompressobj(zdict=HEADER_DICT)
     try:
         text = inflater.decompress(compressed, MAX_HEADER_BYTES)
     except zlib.error as exc:

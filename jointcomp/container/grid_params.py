@@ -1,9 +1,9 @@
-"""Raw-coder parameters a quantizer implies (format 1.6).
+"""Raw-coder parameters a quantizer implies.
 
 A small quantized tensor (a layer's 16 biases at 6 bits) is coded ``raw``: its values less a
-minimum, packed at a fixed width. Its table entry used to carry that minimum and width, which
-differ per tensor and cost DEFLATE ~2 header bytes each; yet the rebuilt structure already
-knows the quantizer's integer range. A 1.6 entry of a quantizer's integers coded raw without
+minimum, packed at a fixed width. Stating that minimum and width in its table entry would cost
+DEFLATE ~2 header bytes per tensor, as they differ per tensor; yet the rebuilt structure already
+knows the quantizer's integer range. An entry of a quantizer's integers coded raw without
 ``"p"`` therefore means: packed from the range's lowest code at the range's width. The writer
 re-packs a raw tensor so wherever that costs no payload byte (its values need the full width
 anyway); on the T-Basis ResNet-32 that is 62 of 66 entries, 81 header bytes.

@@ -1,45 +1,62 @@
-"""The preset DEFLATE dictionary of .jcz headers, format 1.1 (docs/FORMAT.md).
+"""The preset DEFLATE dictionary of .jcz headers (docs/FORMAT.md): typical
+header records, the most common last, nearest the header, where DEFLATE reaches them cheapest.
 
-Frozen: made once by tools/make_header_dict.py from the headers of sample files
-quickstart, lenet5-fashion-prune, lenet5-fashion-lrs, lenet300-fashion-joint,
-deep-compression-lenet300, resnet20-fashion-budget, tbasis-b16-r16.
-A new dictionary needs a new format version."""
+Frozen: made by tools/make_header_dict.py from the headers of the runs in SAMPLES. A file
+written with one dictionary cannot be read with another: a new dictionary needs a new format
+version."""
 
 import base64
 import zlib
 
+SAMPLES = (
+    "quickstart",
+    "lenet5-fashion-prune",
+    "lenet5-fashion-lrs",
+    "lenet300-fashion-joint",
+    "deep-compression-lenet300",
+    "resnet20-fashion-budget",
+    "tbasis-b16-r16",
+    "resnet32-fashion-tbasis-smoke",
+    "tbasis-b16-r16-q4-rows-coef",
+    "tbasis-b14-r16-q4-rows-coef",
+)
 HEADER_DICT: bytes = zlib.decompress(
     base64.b85decode(
-        "c-rM#O^>5E5dANly%Dy7CVg7X>}93VYIkR}msS)x#7Uzj5CNH<nO6S$miY>wfx=1eNPB20A-Hf=J-@1F(@)0EGl="
-        "o!gGl`3lOIYE8|2OK!}U&z^c2g)cyugcM5nZNg_`-5L$p<2pD3Y(5qm|{!1Ce)vEd?xiyLKpo%lZ_40VVRi|{4?r"
-        "0z8ymvAY1%?w!%q1FTZx$w7yv8mVua-IK7?c%wKCjuC^6G0-0A-_rQl=@L<JQ`aWCK4Rl_yPu`@kyRnU?q7LvD_M"
-        "uZ$==#%a|_Ag%^ci*&>@7jB8w`#bwgI+l%CG=X<^k)1E<%U#qdSVRGzAw9gjmNeuO*c|I|ePfWunhVqGN_{32@aS"
-        "fk1$|tVjlZEoh((uVb`DD%ZiM32#e-i7rg?bW0J!!5_$#WE^z+&)m>f>rd<~)<4;z%{(NKtX58gXPOpO}VE4CNEk"
-        "@QI^*;u=12luum4Cky41rQwr>@@YOVaTG6c4PN3XUg8?O#PPhub$N-Sc!_K95=Ze8*We|N;w7%ZOB}^ZT!WW5ikG"
-        "+sFL4wvaSdMLC|=?kyu?ww#OLwS&Kt81cOWdD&!EOYUPZA|YHx;;TlsCT(%(O)U@((#px_8698?zwE@Q_T{NTZ-V"
-        "<7xcNi*XSWE==U^9)K;DZoGpv(3p5wlanre?-wE$jnft+1Qs?5$_Xq3y4eaS%jeslo%vNcsi`TKqN`2N&SP^%R*="
-        "}7v?LszVhqospVNEc|WSSZVSm<Gw$R<vw7u3#_*-E|CIZfq_M9wtkS^n^(eMmKipT}w|*dUX<A&^$I<DSPe0eFg@"
-        "`Q%u5(3f{E%^^QdC#j4CJ(x8L6pki>S*>l*%?Uxz6XR>+^~{_0j!UP&sP{RqZS^gPI4a3M%;42&zfUy9Cwh3o65H"
-        "U6_nelfxh6$h0+rJF+O4dA~*R`Jdl@_7#z5-~rexiVtu-If6M67|mergqKD!Olw<%D?`Dx>#+jxe-77vu%e)9EeX"
-        "KUrnew~qJ_AMopJ;5+QNTF>^K<gtnN_to{TbPpQ6{lVNQPrr{wcd#A@sE%?P5`e4=kg`u(Wp|K;RCw94qJ(K~<NU"
-        "HqLebGsd8JKLol4D(dLs*TmFQO;uGl84oBXwQSt+Ibwz{0adP2brqdRalC6E8hA&O#eEGFwG3XPsy`5X6^v0v!##"
-        "`9OO9^F<^TQGuq4Ac5v>*RYR2(I%K9F8#|9KiUclpew?I>iyK)`lL9!vMShsBV|k1V3^9v5xK@E6-z@+n!enaG6i"
-        "C%GnYXJC;LLQ8!ul@{5Sj?RoEw09oudTXE!QRZ-+<R0fb$Uow~3;c7HFuc@|}l3QIkUQ+7Gw#n+o_lAZ8dN9`xRE"
-        "<ZqJ#B#x!mSl<aF$e6<f3ao1dotu-QUa$Y-)vDX3cI*B-Rx8UKDOU~rU&tqs;OcfJkHVs4Rux)HgGg<6Vup5Jk(P"
-        "l|NN(GG$B=oD>|y38!!xyzL-$VdDmkT)!>qL;ZG&iVZV~8O-5ZPZZ8_a`%ywR~ROOb`($VE~Hiy$q!f!$9)A(hOZ"
-        "Igotg0&Zh^Xaz9wwoaGUT7v>F7(x8E4M=hSsyYFpH)wC1)#(b-_$k}OgvK#>)K$ts;zIGiKqs<#wECksKKi;RqZY"
-        "<U%uTEtkBVI((*}U9U65CYKX-vd^)Ps9)Kerf8nNO(hG3TUDi-bu%GAP_Fk?kGvA~u7bQFLwKPPqbUB?R8G<FtkT"
-        "YbcGfEqYH07q_4o13sGN0armlC4UgLe~LWq0V2<M<k!L0NoTQ&2D;d)AoZ$d!F1Hz+E92$$;5nT*Z8J~GLR(^#`o"
-        "=cubZja>Y*{J7r7WP+zzFQEyj?beJnGPU)D6qpr<PDU0(qql5mMm6kIAL=Q{c>Fe$GastC?JFlG3zf@tW8SuTiOP"
-        "-0a^}2y)n>lR`l)E*mc+R2*%RjPn?3bqZr<`^x+WVp3a5Itkx&$h`ws7_BfN4|IAp0aQ!k2TtHML(krlpa68hPe@"
-        "7yNTMLOTZ)h(Mg;cTYCp8SAb0YRhZbVlIi^z?jfn8N3xsGgVbTfHf*Zo5iEO?a3ypwWyp0D;ZuA$yVr5U^*qqO}0"
-        "iNoilzv(<{P-HV-(=<3a&4iLITo<0m6e04X#XnpITzpt^DPG=uLDT-=ac3_;%t_kRDyVAbdW@UNKIi#H_tNN==NE"
-        "gcVMx@@eOx9^EycgAZ)@zOLSOXG)I`*>cNX_$5^6#+kJ6JPk_6@76)m^U{>3f&8O~={E8m44qLYcKKff*O^T1tt4"
-        "_!NfO)~pm^Wof33uOgmfLdCtsoJ#_$4P~Ok-e@mc(L|1}vz#-LrpiPPGnLzYC*iVw^ZgR7MeHoiu{BJuN~5js$%>"
-        "z=GY|F9lRI7>Di?ZC=weqy-OdGxv&=MipypVp!NEng5lt-NTEAJvw%T-6h2w()(jQTL$kC{<btz?T1->q^-MyIb$"
-        "vc?l__i9em)sfIR_pVz2dJp-{F==RXz?a5|L)XzYr{cSg}y1aYL=$8dQZnDa%J-$)&AeFH!6|iWUroRzTHG8ofrR"
-        "PZ^l`uH{*J@7<vUCL{yzM%-^`^-wjdAk77X1rh@#ZImd5<d=Tbnpj*VUiRBRMfmp8A8>fwY-Cg=Lo}}Ai_ZpkoYd"
-        "37o?|2(#@U8E^i1|9*"
+        "c-rk;ZEvf%68<lI_Ey*iO8V()_kLMvb#?be`=yE^N=S>ELIh-c&Z+X>cWeXU#k>qoy65UfRi%XB!87yt@yyuf(b|"
+        "O;vHtim$m9H%IEjMHA|F<qY<5vl9J4659z2Iw>9J^Bp|-m6mTtw@M@lGR#9b57u)26pT)0T#;*$`*$>VPkH1&v;1"
+        "<9-WB<{5yR&XhOmx3IRQ0E^0efVEN+ah?{M;rAsb<5}GVX%jGyI`M3#EQN|;jxI*#Cou{QIbcX&{G^hgCaXdr!`2"
+        ")UxF;!S`Q!AKKL4C^v=Eu)8sF9C%XpiT9;{gnRM?C(`dJg!#GL`O{3PYbz9mJIrSu}lZAQ`Lp^DkP7I|JGth~lbY"
+        "ccNag<KnKqrpUi5uwTpmcH!baGHSIg52-9g*WtVtQGqCo$BMmg<zhq*(zh1|R1>uF+)4GbzfB)WD7uWk+gYM~2dg"
+        "8R*1NIxz#CI7%mOpc6;w#0_+EP&zpVIyoqvmh%!v@e()SC63}HZoo?%&r95tmpF=-xB)M56fbcDUg9WT;s(6LQM|"
+        "+rc!{HUi5u_|NAVIj;3baYC2qh=9K}m~887X^Dd}(rLgMKJ*%+i(X(lqY4@;z5>bCbNets!HpiJQ)gCm@9$hsimv"
+        "UZ%o4<URy?1MNFshRZvX&fYg_6aggkpb>SV)k^5_uD9g8^5LL1EiTrRLHik??LvQi(4SM3}1pIiS{BHBvx{K+l2c"
+        "d&#Rm?ehZ$XGSOr{^f%hZLa)cij%Ibr`;)NiwoG{&!abE}wy(TK8GI?_KPnybB8x>1D{^4?dI+}LIC-wWZ{vNSQq"
+        "%InbCw<ts{1NOEtA-?;YMY|*0(52g^QY5HiLB9kwO|-wnN0_6)MZNWxCFnX4j`RdDPMUlu<eB8dX#l+D27Is*MV|"
+        "wTx;L`zl6tbVg;k(uK_kwK@EQk8Ib#xD$hd+1DEszyJB~?|nol58MNLrP&)?&krCj*jsI5?t-vLGw9Z~0au2CYhP"
+        "ml;C~#hda$CP>Z}OB(WRFlfHH&_#ZFZ~92@wbh#e1uo%I!Fy+^CE*)Qq)Z_uaz?vMHJhaeNB%MWXxzN?OYSjE?a="
+        ">H$b5Uf>MSG3;6&;7yQGc$L)W_D$jcF@do0V@itqgIwS@yY#q*tDlXXzfA{V*UjN3ErYY+%C*g+FS6}&q?v?F-Qt"
+        "22!6_6f`e2CP%VdoBslPM5@dkw4fN<aYLtVO5~G4@DRfAT9vi!m-jxo#+r?R4+?~~sM$Jp$02jqcvB{!CR$_=b<l"
+        "c8m1jT*{pdiWT22J}&#7y?(<_Az_K1gBwR|^Pjgr3(8K)v2lg6mh~67+Au>k7d62@Lm?rmr2)P+Rz0nLtpJK=LL|"
+        "w$T@1@J~R@Fh)X%y|Xml<|Rlx$1JeE5=M|VhYpljH!?c6XIZ^D|4+|W{V=sZ?|<TK<=7L`RSW-T^2sAmb-R#9VNf"
+        "!sHmzeoq^>{HL%Xna%fKomcU|2wq%x8_%p8?@=1$}gy%RM{&Y8%e*G86hA!+a~Vd%!ZH)ZF`a=Po;UB5_IDM@1Jm"
+        "~uK>!s#~Qmmu|d{4&V4`CG8xZ^9&5PPc8gecGqtE0xL1nZDX=<@cyS#v#k_S;r(J03}xNMU<JK<1%yDG#b-&V|<%"
+        "*L<HCkF2Qv~G+tM(>PBg5`1Yq@fsTHVraB=bH0qVqkOlAX=^$MD1|0G51GgQUo`G}fvxXRgdY*&ZwOmzszD-v?D("
+        "z5XX^3FyYCcOc1WQ&XXGl{^N}I4W<+kS!TDp2NpC5!*DMTv<?>o5m?$9Hr@io|kYVz%LLBM?KSyLH@%IxcOgQEP0"
+        "P^tNx+1S*@k-3_jrh=6wM~(6{a_}$GV?2(L2~T^zgdm_%t(gjB8siC>VAdQu8(9pE-YTG(%wgy1&~$<1@yk%oa;P"
+        "fVBP%6$!k3#?zg_!ml?##O!hUPBO*P8&R5Y_BF)e#>hxzAvPkdSGH?>UHX5-exDYiBeibAn&@vdINt44)KRwg|S("
+        "=6)D@Zfpm4Br+B@oYzT?h@)FmDg}}N2W_STPRTDAIMiAp)pfh5_r`;GhJJv@V+Q#&$Ia*txN0MMv15m4|@SL+Li_"
+        "&umv%s#%TZncVQ^nFfg6v_I1-+9s9ak>`YkKtOrei&=qp^VQAs2UjU=c(t$p%aaLZh4j?j$x-2`;&Shf>v@BP;7b"
+        "{j)>zqTmGi7yr^_0*%A^IsO!j~xD6j>0yipaA$*TkMPkRnjeT~!gOeHwE973#i&bLPUhVLdv#n*}4fy{uh2mMd$R"
+        "DMKd8tSbq`_=s&O6#}wjlE~6*6eP8zg);sMvLzyf-8;;=A~4!eB6{qN)}mugWa}o&c{6FMa^x^m`Tac!=kcrRB}R"
+        "kTTiH`%n2x4K+c=DBey-O%#6yq%^z=}xph2OJ9T81AXCy8X)2=`*k<fsHj|?N)Si*&VizeH;=qe_T9|e&9lV)!Uj"
+        "RITesm!mz*C)2CPbPeJ1=F4`t1)-Qy@|4#PDc$;QPKIB%rj{5BG1R2db>6}<gB3UVrR}Wl-7*t*i5c$A5{DQ-rgv"
+        "Z98YdNG2GomXRQ~1XFKB@)Xq3<i9wt2fknky!}7v~z8WHiAH{&2%?0^)vyR^d`5?^EKzE4a62~LXJ#l=a9j7gST|"
+        "M<_J;^l0)(Tq~Yqw-Ak9b>R@S(4g0$AZN=J-GVw;oOGRE#u!7NNVWBWtX>MV+aA5RKA0zImV7uhP-sWoS`OUeDKq"
+        "Ppo7~gi!jw0T8+7-8Jvv4veX#yxW=n+nN5`nf}|E{@a=U+nN5`nf}|E{@a=U+nN5`nf}|E{@a;;(=+{aXs0c^uZl"
+        "YUsh{y{s&UPYjMpgi+T#T;l`E3-qCaBSd8sG<IL3@EsGs%5gZ^HJ=1cMVm5>TSy&PQu?ou@nxt!lR7od6n;5A+@D"
+        "BdmD1q|X<2IFWRc!2=o?D??#ffL{DzAqbu>VQU94x5nE>Pj_m`^W4kR!h|x$wIul(^Rg*CPL)TTcEDE_zL3W-Hk%"
+        "ips~A{ZqUToAkO3GM3k7y+WE!FK-XQJif4l~H*3#Y5*hRV=t6{k8Eja*hEl$J!<Qxc35$1DH|+D#kJIR#KQOm>>)"
+        "(aI{Wt"
     )
 )
-HEADER_DICT_ADLER32 = 2298034909  # zlib's dictionary id in every 1.1 and 1.2 header
+HEADER_DICT_ADLER32 = 2244017464  # zlib's dictionary id in every header

@@ -1,8 +1,8 @@
-"""Shared modules a reader infers (format 1.6).
+"""Shared modules a reader infers.
 
 A registered type may name children that each of its layers shares with the previous layer of
 such a type (``jc_shared_children`` on the class: a T-Basis layer's basis and coefficient
-table, which every layer of one network holds). A 1.6 header's ``"shared"`` then lists only
+table, which every layer of one network holds). A header's ``"shared"`` then lists only
 the sharing that rule does not give, and ``"own"`` the children that are a layer's own module
 although the rule would share them; on the T-Basis ResNet-32 this drops 62 entries (33 header
 bytes). ``compact`` is the writer's half, ``expand`` the reader's: expand(compact(x)) == x.
@@ -45,7 +45,7 @@ def compact(edits: list[list[Any]], shared: dict[str, str]) -> tuple[dict[str, s
 
 
 def expand(edits: list[list[Any]], explicit: dict[str, str], own: list[str]) -> dict[str, str]:
-    """The complete ``shared`` map of a 1.6 header's ``shared`` and ``own``."""
+    """The complete ``shared`` map of a header's ``shared`` and ``own``."""
     shared = dict(explicit)
     mine = set(own)
     last: dict[str, str] = {}

@@ -5,10 +5,10 @@ A model is described relative to what its builder makes: the builder reference, 
 the builder put at a path, and scalar attributes that differ — then every tensor of the state
 dict, with tied tensors (one Parameter used at several names) stored once. A module object that
 appears at several paths (a T-Basis layer's shared basis) is described once, at its first path,
-and rebuilt as one object at all of them (``shared``). From format 1.4 an edit leaves out the
-arguments a reader can infer (``implied_arguments``: the replaced layer's shape, the previous
-edit of the same type), and a quantizer the shape of the tensor it holds; from 1.6 the sharing
-of children a type declares shared with its previous layer (``implied_shared``).
+and rebuilt as one object at all of them (``shared``). An edit leaves out the arguments a
+reader can infer (``implied_arguments``: the replaced layer's shape, the previous edit of the
+same type), a quantizer the shape of the tensor it holds, and the manifest the sharing of
+children a type declares shared with its previous layer (``implied_shared``).
 """
 
 from __future__ import annotations
@@ -41,14 +41,12 @@ class Manifest:
     attrs: list[list[Any]] = field(default_factory=list)  # [path, {attr: value}]
     ties: dict[str, str] = field(default_factory=dict)  # alias name -> stored name
     shared: dict[str, str] = field(default_factory=dict)  # alias module path -> first path
-    implied: bool = True  # format 1.4+: edits leave out what implied_arguments infers
-    follows: bool = True  # format 1.5+: and what a type's jc_follows infers from its last edit
-    # format 1.6 as read: ``shared`` holds only what implied_shared does not infer, and these
+    # as read from a header: ``shared`` holds only what implied_shared does not infer, and these
     # declared children are their layer's own; None once ``shared`` is complete
     own: list[str] | None = None
 
     def complete_shared(self) -> None:
-        """Fill ``shared`` with what a 1.6 header leaves for the reader to infer."""
+        """Fill ``shared`` with what a header leaves for the reader to infer."""
         if self.own is not None:
             self.shared = implied_shared.expand(self.edits, self.shared, self.own)
             self.own = None
@@ -135,20 +133,17 @@ def _own_signature(entry: ModuleType) -> set[str]:
 
 
 def implied_arguments(
-    entry: ModuleType,
-    replaced: nn.Module | None,
-    previous: dict[str, Any] | None,
-    follows: bool = True,
+    entry: ModuleType, replaced: nn.Module | None, previous: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Format 1.4: the constructor arguments an edit that puts an ``entry`` module where
-    ``replaced`` was may leave out — the replaced module's arguments that the new type also
-    takes (a factorized conv keeps the conv's channels, kernel, stride and padding), over those
-    of the previous edit of the same type (the layers of one network share most settings).
-    1.5 (``follows``): where the type defines ``jc_follows(previous config)``, what that says
-    the next one takes (a T-Basis layer's table rows start after the previous layer's)."""
+    """The constructor arguments an edit that puts an ``entry`` module where ``replaced`` was
+    may leave out: the replaced module's arguments that the new type also takes (a factorized
+    conv keeps the conv's channels, kernel, stride and padding), over those of the previous edit
+    of the same type (the layers of one network share most settings) as the type's
+    ``jc_follows(previous config)`` carries them on (a T-Basis layer's table rows start after
+    the previous layer's)."""
     implied = dict(previous or {})
     rule = getattr(entry.cls, "jc_follows", None)
-    if follows and previous and rule is not None:
+    if previous and rule is not None:
         implied.update(rule(previous))
     ref_entry = module_type_of(replaced) if replaced is not None else None
     accepted = _own_signature(entry)
@@ -173,8 +168,8 @@ def _stored_arguments(
 
 
 def _shape_implied(entry: ModuleType | None) -> bool:
-    """A quantizer (parametrization) type whose ``shape`` argument 1.4 files leave out: it is
-    the shape of the tensor it parametrizes."""
+    """A quantizer (parametrization) type whose ``shape`` argument a file leaves out: it is the
+    shape of the tensor it parametrizes."""
     return entry is not None and "shape" in _own_signature(entry)
 
 
@@ -197,13 +192,10 @@ def parametrization_spec(module: nn.Module, path: str) -> dict[str, list[list[An
     return spec
 
 
-def apply_parametrizations(
-    module: nn.Module, spec: dict[str, Any], path: str, implied: bool = False
-) -> dict[str, Any]:
-    """Register the parametrizations of ``spec`` on ``module`` (replacing any it has). With
-    ``implied`` (format 1.4) a chain's first quantizer without a ``shape`` takes the shape of
-    the tensor it parametrizes. Returns ``spec`` as a 1.4 file stores it (such shapes left
-    out)."""
+def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -> dict[str, Any]:
+    """Register the parametrizations of ``spec`` on ``module`` (replacing any it has); a chain's
+    first quantizer without a ``shape`` takes the shape of the tensor it parametrizes. Returns
+    ``spec`` as a file stores it (such shapes left out)."""
     for tensor_name in list(getattr(module, "parametrizations", {}) or {}):
         parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)
     stored: dict[str, Any] = {}
@@ -227,7 +219,7 @@ def apply_parametrizations(
                 )
             short = config
             if i == 0 and _shape_implied(entry):
-                if implied and "shape" not in config:
+                if "shape" not in config:
                     config = {**config, "shape": shape}
                 if config.get("shape") == shape:
                     short = {k: v for k, v in config.items() if k != "shape"}
@@ -340,9 +332,8 @@ def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Te
     }
 
 
-def manifest_from_json(data: Any, minor: int) -> Manifest:
-    """Parse and type-check the manifest part of a header of format 1.``minor``. Raises
-    FormatError."""
+def manifest_from_json(data: Any) -> Manifest:
+    """Parse and type-check the manifest part of a header. Raises FormatError."""
     if not isinstance(data, dict):
         raise FormatError("header has no model description")
     builder = data.get("builder")
@@ -375,14 +366,10 @@ def manifest_from_json(data: Any, minor: int) -> Manifest:
         isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
     ):
         raise FormatError("header: malformed shared modules")
-    own = data.get("own", []) if minor >= 6 else None
-    if own is not None and (
-        not isinstance(own, list) or not all(isinstance(p, str) and p for p in own)
-    ):
+    own = data.get("own", [])
+    if not isinstance(own, list) or not all(isinstance(p, str) and p for p in own):
         raise FormatError("header: malformed list of own modules")
-    return Manifest(
-        builder, kwargs, edits, attrs, ties, shared, implied=minor >= 4, follows=minor >= 5, own=own
-    )
+    return Manifest(builder, kwargs, edits, attrs, ties, shared, own=own)
 
 
 def rebuild(base: nn.Module, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> nn.Module:
@@ -461,7 +448,7 @@ def rebuild_structure(
             target = _get(root, path)
             if target is None:
                 raise FormatError(f"edit at {path!r}: no such module to parametrize")
-            apply_parametrizations(target, config, path, manifest.implied)
+            apply_parametrizations(target, config, path)
             continue
         entry = MODULE_TYPES.get(type_name)
         if entry is None or entry.parametrization:
@@ -471,8 +458,8 @@ def rebuild_structure(
         current = _get(root, path)
         if current is not None and module_type_of(current) is entry:
             config = {**entry.config(current), **config}  # the edit lists changed arguments only
-        elif manifest.implied:
-            implied = implied_arguments(entry, current, previous.get(type_name), manifest.follows)
+        else:
+            implied = implied_arguments(entry, current, previous.get(type_name))
             config = {**implied, **config}
         try:
             module = entry.build(config)

@@ -1,16 +1,17 @@
-"""Implicit names, shapes and dtypes in the tensor table (format 1.3).
+"""Implicit names, shapes, dtypes and lengths in the tensor table.
 
 A reader rebuilds the module's structure from the manifest before it reads a tensor, so it
-already knows every stored tensor's name, shape and dtype, in state-dict order. A 1.3 table
+already knows every stored tensor's name, shape and dtype, in state-dict order. The table
 leaves out what that order implies: an entry without ``"n"`` is the tensor after the previous
 entry's, an integer ``"n": k`` skips k tensors (the all-zero ones the writer omitted), and
 ``"s"`` / ``"d"`` are left out where they equal the rebuilt tensor's. A packed-scalar entry's
 name list becomes a list of such skips, counted from the previous scalar of that list. A string
-name is still valid anywhere: the writer falls back to it for a tensor out of order.
+name is valid anywhere: the writer falls back to it for a tensor out of order. ``"b"`` is left
+out where the entry implies its payload length (``implied_length``: plain tensors and raw
+bit-packed ones).
 
-On a ResNet-32 T-Basis file this takes the table from 677 to 259 DEFLATEd header bytes. A 1.4
-table also leaves out ``"b"`` where the entry implies its payload length (``implied_length``:
-plain tensors and raw bit-packed ones), 286 → 245 bytes on that file.
+On a ResNet-32 T-Basis file, spelling every name, shape and dtype out would take the table from
+259 to 677 DEFLATEd header bytes, and every length from 245 to 286.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def needs_structure(entries: list[Any]) -> bool:
                 return True
         elif not isinstance(name, str) or "s" not in entry or "d" not in entry:
             return True
-        if entry.get("c") == "raw" and "p" not in entry:  # 1.6: the quantizer's range
+        if entry.get("c") == "raw" and "p" not in entry:  # the quantizer's range implies p
             return True
     return False
 
 
 def implied_length(entry: dict[str, Any]) -> int | None:
-    """Format 1.4: the payload length of a table entry (names and shape resolved) that its
-    other fields fix — count × itemsize for plain tensors (a packed-scalar entry counts its
+    """The payload length of a table entry (names and shape resolved) that its other fields
+    fix — count × itemsize for plain tensors (a packed-scalar entry counts its
     names), ⌈count × bits / 8⌉ for raw bit packing — or None (other coders' lengths are data;
     a malformed entry is left for ``check_entry`` to name)."""
     shape, names, store = entry.get("s"), entry.get("n"), entry.get("st", entry.get("d"))
@@ -64,8 +65,8 @@ def implied_length(entry: dict[str, Any]) -> int | None:
 
 
 def fill_lengths(entries: list[Any]) -> list[Any]:
-    """The reader's side of ``implied_length`` (1.4 tables, names and shapes resolved): every
-    left-out payload length filled in. Raises FormatError where none is implied."""
+    """The reader's side of ``implied_length`` (names and shapes resolved): every left-out
+    payload length filled in. Raises FormatError where none is implied."""
     out: list[Any] = []
     for i, entry in enumerate(entries):
         if isinstance(entry, dict) and "b" not in entry:
@@ -84,8 +85,8 @@ def compact_table(
 ) -> list[dict]:
     """The writer's side: ``entries`` (after scalar packing) with every name, shape and dtype
     that ``expected`` (stored name → rebuilt tensor, in order) implies left out, every
-    payload length the entry implies, and (1.6) the raw parameters equal to the quantizer
-    range ``grids`` gives the tensor (``grid_params``). Copies."""
+    payload length the entry implies, and the raw parameters equal to the quantizer range
+    ``grids`` gives the tensor (``grid_params``). Copies."""
     index = {name: i for i, name in enumerate(expected)}
     out: list[dict[str, Any]] = []
     prev = -1

@@ -1,4 +1,4 @@
-"""Packed scalars (format 1.2): every 0-d tensor stored plain — the scale and zero point of each
+"""Packed scalars: every 0-d tensor stored plain — the scale and zero point of each
 per-tensor quantized tensor — sits in one table entry per dtype at the end of the table,
 ``{"n": [names…], "s": [], "d": …, "c": "plain", "b": count × itemsize}``, instead of one entry
 each: a T-Basis file holds ~70 of them, whose entries cost more header bytes than their values.

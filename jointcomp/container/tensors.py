@@ -3,14 +3,13 @@
 Floats that stay float are stored raw (little-endian, in their own dtype or a narrower storage
 dtype the recipe asks for); integer tensors and the bit patterns of sparse float tensors go
 through ``jointcomp.codec``. A float32 tensor whose every value is 2^(k/steps) (quantizer scales
-a ``scale_grid`` put there) may be stored as its integer codes k (format 1.6, storage
-``"l<steps>"``, e.g. ``"l64"``), exactly. Decoding validates the entry before allocating anything.
+a ``scale_grid`` put there) may be stored as its integer codes k (storage ``"l<steps>"``, e.g.
+``"l64"``), exactly. Decoding validates the entry before allocating anything.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import numpy as np
@@ -112,7 +111,7 @@ def encode_tensor(
         payload = enc.data
         stats = {"side_bytes": enc.side_bytes, **enc.stats}
     entry["b"] = len(payload)
-    return entry, payload, stats  # the writer adds "k" (CRC32) at the end of each layer's run
+    return entry, payload, stats
 
 
 def _encode_log(
@@ -175,9 +174,6 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     length = entry.get("b")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise FormatError(f"{where}: invalid payload length {length!r}")
-    crc = entry.get("k", 0)  # only the last entry of a layer's payload carries its CRC32
-    if not isinstance(crc, int) or isinstance(crc, bool) or not 0 <= crc < 1 << 32:
-        raise FormatError(f"{where}: invalid CRC32 field {crc!r}")
     if not isinstance(entry.get("c"), str):
         raise FormatError(f"{where}: missing codec name")
     if "p" in entry and not isinstance(entry["p"], dict):
@@ -185,26 +181,9 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
     return name, shape, code, store, length
 
 
-def check_runs(entries: list[dict[str, Any]], payload: memoryview, minor: int) -> None:
-    """Check every run's CRC32 (before anything is decoded). Up to format 1.1 the last entry
-    must close a run, so no payload byte goes unchecked; 1.2 files carry none (their SHA-256,
-    checked first, covers every byte)."""
-    if minor < 2 and entries and "k" not in entries[-1]:
-        raise FormatError("the tensor table's last entry carries no CRC32")
-    start, offset, first = 0, 0, None
-    for entry in entries:
-        first = first or entry["n"]
-        offset += entry["b"]
-        if "k" in entry:
-            if zlib.crc32(payload[start:offset]) != entry["k"]:
-                what = f"{first!r}" if first == entry["n"] else f"{first!r} … {entry['n']!r}"
-                raise FormatError(f"payload CRC32 mismatch in tensor(s) {what}")
-            start, first = offset, None
-
-
 def decode_tensor(entry: dict[str, Any], payload: memoryview, index: int) -> torch.Tensor:
-    """Rebuild the tensor of a validated entry from its payload bytes (its run's CRC32 already
-    checked by ``check_runs``). Raises FormatError."""
+    """Rebuild the tensor of a validated entry from its payload bytes (the file's SHA-256
+    already checked). Raises FormatError."""
     name, shape, code, store, length = check_entry(entry, index)
     if len(payload) != length:
         raise FormatError(f"tensor {name!r}: payload is {len(payload)} bytes, expected {length}")

@@ -1,6 +1,7 @@
-"""Format 1.6: scales on a log grid stored as integer codes, T-Basis sharing implied by the
-layer order, and raw-coder parameters implied by the quantizer's range — each exact, each
-smaller, and each refused clearly when a file is malformed."""
+"""The rules of the format: one version is read, and an older or newer one is refused saying
+what to do; scales on a log grid are stored as integer codes, T-Basis sharing is implied by the
+layer order, and raw-coder parameters by the quantizer's range — each exact, each smaller, and
+each refused clearly when a file is malformed."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import copy
 import hashlib
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from jointcomp.container import open_artifact, save
-from jointcomp.container.framing import MAGIC, header_dictionary, unpack
+from jointcomp.container.choose import StoragePolicy
+from jointcomp.container.framing import FORMAT_MAJOR, FORMAT_MINOR, pack, unpack
 from jointcomp.errors import FormatError
 from jointcomp.nn.quantized import IntQuantized, attach, quantized_tensors
-from jointcomp.stages.encode import EncodeParams, EncodeStage
 from jointcomp.tensor.log_grid import exact_codes, snap
 
 from .test_tbasis_layers import KW, shared_small_cnn
@@ -31,14 +31,45 @@ def _rewrite(image: bytes, edit) -> bytes:
     frame = unpack(image)
     header = json.loads(json.dumps(frame.header))
     edit(header)
-    deflater = zlib.compressobj(
-        9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, header_dictionary(frame.minor)
+    return pack(header, [bytes(frame.payload)])
+
+
+def _versioned(major: int, minor: int) -> bytes:
+    """A valid file that says it is format ``major.minor`` (its digest made valid)."""
+    image = bytearray(pack({"model": {"builder": "zoo:lenet300", "kwargs": {}}, "tensors": []}, []))
+    struct.pack_into("<HH", image, 8, major, minor)
+    body = bytes(image[:-32])
+    return body + hashlib.sha256(body).digest()
+
+
+def test_this_version_is_read() -> None:
+    assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 6)  # files users have are 1.6: keep reading them
+    assert open_artifact(_versioned(1, 6)).manifest.builder == "zoo:lenet300"
+
+
+@pytest.mark.parametrize("major,minor", [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (0, 9)])
+def test_older_versions_are_pre_release_formats_to_write_again(major: int, minor: int) -> None:
+    message = (
+        rf"format {major}\.{minor}, a pre-release format this jointcomp no longer reads: "
+        r"re-run the recipe that wrote it .* to write it again"
     )
-    body = deflater.compress(json.dumps(header, separators=(",", ":")).encode())
-    body += deflater.flush()
-    out = struct.pack("<8sHHII", MAGIC, 1, frame.minor, len(body), zlib.crc32(body))
-    out += body + bytes(frame.payload)
-    return out + hashlib.sha256(out).digest()
+    with pytest.raises(FormatError, match=message):
+        open_artifact(_versioned(major, minor))
+
+
+@pytest.mark.parametrize("major,minor", [(1, 7), (1, 65535), (2, 0), (2, 6)])
+def test_newer_versions_say_upgrade(major: int, minor: int) -> None:
+    message = rf"format {major}\.{minor}, newer than this jointcomp's 1\.6: upgrade jointcomp"
+    with pytest.raises(FormatError, match=message):
+        open_artifact(_versioned(major, minor))
+
+
+def test_the_version_is_checked_before_the_rest_of_the_file() -> None:
+    """An old file is refused for its version, not for whatever else differs in it."""
+    image = bytearray(_versioned(1, 3))
+    image[-1] ^= 0xFF  # its digest no longer matches either
+    with pytest.raises(FormatError, match="pre-release format"):
+        open_artifact(bytes(image))
 
 
 def _quantized_tables(scales: torch.Tensor) -> torch.nn.Module:
@@ -51,8 +82,8 @@ def _quantized_tables(scales: torch.Tensor) -> torch.nn.Module:
 
 
 def _save(model: torch.nn.Module, path: Path, float_storage: str = "f16") -> bytes:
-    choose = EncodeStage(EncodeParams(float_storage=float_storage)).choose
-    save(path, model, "zoo:small_cnn", KW, choose=lambda n, t: choose(n, t, set()))
+    policy = StoragePolicy(float_storage=float_storage)  # the encode stage's, codec auto
+    save(path, model, "zoo:small_cnn", KW, choose=policy.choose)
     return path.read_bytes()
 
 
@@ -136,19 +167,20 @@ def test_raw_parameters_follow_from_the_quantizer_range(tmp_path: Path) -> None:
 
 
 def test_quantize_stage_puts_row_scales_on_the_grid(tmp_path: Path) -> None:
-    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+    from jointcomp.data import load_data
+    from jointcomp.stages.quantize import QuantizeConfig, quantize
 
-    from .quantize_util import stage_ctx
+    from .stage_util import bundle_context
     from .test_tbasis_equalize import _uneven_model
 
-    params = QuantizeParams(
+    config = QuantizeConfig(
+        qat={"finetune": {"epochs": 1, "max_batches": 1, "lr": 1e-6}},
         bits={"factors": 4, "weights": 8, "norms": 8, "biases": 8},
-        layers={"*.coef": {"granularity": "channel", "scale_grid": 64}},
-        finetune={"epochs": 1, "max_batches": 1, "lr": 1e-6},
+        overrides={"*.coef": {"granularity": "channel", "scale_grid": 64}},
     )
-    ctx = stage_ctx(tmp_path)
-    model = QuantizeStage(params).apply(_uneven_model(), ctx)
-    moved = ctx.record["summary"]["scales_on_grid"]
+    context = bundle_context(load_data("digits", None, 0.2, 0, None), train={"epochs": 1})
+    model, record = quantize(_uneven_model(), config, context)
+    moved = record["summary"]["scales_on_grid"]
     assert moved["tensors"] == 1 and moved["max_relative_change"] <= 2 ** (1 / 128) - 1
     scale = quantized_tensors(model)["block2.0.coefficients.coef"].scale
     assert scale.numel() > 1 and exact_codes(scale)[1] <= 64
@@ -158,4 +190,4 @@ def test_quantize_stage_puts_row_scales_on_the_grid(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(model.eval()(x), open_artifact(image).model(x))
     with pytest.raises(ValueError, match="scale_grid"):
-        QuantizeParams(layers={"*.coef": {"scale_grid": 48}})
+        QuantizeConfig(overrides={"*.coef": {"scale_grid": 48}})
