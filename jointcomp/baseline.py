@@ -18,10 +18,10 @@ from .container import write_atomic
 from .data import DataBundle, load_data
 from .errors import JointcompError
 from .models import build_model, data_kwargs
-from .recipe import Recipe, without_unset_added
-from .train import fit, is_main_process
+from .recipe import Recipe
+from .training import fit, is_main_process
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: every train key hashed (no keys left out while unset)
 
 
 def recipe_data(recipe: Recipe) -> tuple[DataBundle, dict[str, Any]]:
@@ -49,7 +49,7 @@ def baseline_key(recipe: Recipe, kwargs: dict[str, Any]) -> str:
     data = recipe.data.model_dump()
     data["root"] = str(Path(data["root"]).resolve()) if data["root"] else None
     data.pop("eval_batch_size")
-    train = without_unset_added(recipe.train.model_dump())
+    train = recipe.train.model_dump()
     train.pop("distill")  # distillation only applies to fine-tuning compressed models
     spec = {
         "v": CACHE_VERSION,

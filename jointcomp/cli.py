@@ -14,8 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
 from .errors import JointcompError
+from .version import __version__
 
 # wide tables when piped (rich assumes 80 columns without a terminal)
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -132,7 +132,7 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     from .recipe import load_recipe
 
     parsed = load_recipe(_resolve_recipe(recipe), overrides)
-    names = " → ".join(s.name for s in planned_stages(parsed))
+    names = " → ".join(s.stage for s in planned_stages(parsed))
     out.print(
         f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
         f"stages: {names}; output: {output_dir(parsed)}"
@@ -155,7 +155,7 @@ def _entropy_bits(values: Any) -> float:
 @click.option(
     "--trust",
     is_flag=True,
-    help="allow a builder outside the allow-list (1.3+ tables take names from its structure)",
+    help="allow a builder outside the allow-list (tables take tensor names from its structure)",
 )
 @_friendly
 def inspect(file: str, as_json: bool, trust: bool) -> None:
@@ -337,6 +337,12 @@ def load_anchor(spec: str) -> dict[str, Any]:
     metavar="LABEL=FILE",
     help="points of another method to plot beside the sweep (report.json, sweep.json)",
 )
+@click.option(
+    "--zip",
+    "zipped",
+    is_flag=True,
+    help="vary the axes together (the i-th values of each), not as a grid of all combinations",
+)
 @click.option("--output", "-o", default=None, help="sweep directory (default: runs/NAME-sweep)")
 @click.option("--resume", is_flag=True, help="keep finished points, continue the rest")
 @click.option("--force", is_flag=True, help="rerun every point")
@@ -347,12 +353,18 @@ def sweep(
     axes: tuple[str, ...],
     overrides: tuple[str, ...],
     anchors: tuple[str, ...],
+    zipped: bool,
     output: str | None,
     resume: bool,
     force: bool,
     quiet: bool,
 ) -> None:
-    """Run RECIPE over a grid of values and collect accuracy vs bytes with the Pareto front."""
+    """Run RECIPE over a grid of values and collect accuracy vs bytes with the Pareto front.
+
+    \b
+    jointcomp sweep R.yaml --vary stages.0.prune.ratio=0.3,0.5,0.7
+    jointcomp sweep R.yaml --zip --vary stages.0.share.basis=8,16 --vary stages.0.share.rank=8,16
+    """
     from .sweep import parse_axis, run_sweep, sweep_table
 
     if resume and force:
@@ -367,6 +379,7 @@ def sweep(
         show_progress=not quiet,
         console=Console(stderr=True, quiet=quiet),
         anchors=[load_anchor(a) for a in anchors],
+        zipped=zipped,
     )
     headers, rows = sweep_table(summary)
     table = Table(title="sweep", title_justify="left")

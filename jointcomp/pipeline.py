@@ -19,15 +19,20 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import __version__
-from .audit import audit_run, count_params
+from .audit import audit_run
 from .baseline import get_baseline, recipe_data
+from .batches import Batches
+from .config import StageConfig
 from .container import open_artifact, save, write_atomic
+from .context import Context
 from .errors import JointcompError, OutputExistsError, RecipeError
-from .recipe import Recipe, StageSpec, recipe_to_data, without_unset_added
-from .stages import STAGES, StageContext
-from .stages.encode import EncodeParams
-from .train import is_main_process
+from .nn.modules import count_params
+from .nn.sparsity import fixed_zero_names, mark_fixed_zeros
+from .recipe import Recipe, recipe_to_data
+from .stages import STAGES, EncodeConfig, apply_stage, stage_seed
+from .stages.encode import encode
+from .training import Trainer, evaluate, frozen_copy, is_main_process
+from .version import __version__
 
 STATE_FILE = "state.json"
 
@@ -55,25 +60,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def planned_stages(recipe: Recipe) -> list[StageSpec]:
+def planned_stages(recipe: Recipe) -> list[StageConfig]:
     """The recipe's stages, with an ``encode`` appended when the recipe has none."""
     stages = list(recipe.stages)
-    for spec in stages[:-1]:
-        if STAGES[spec.name].terminal:
-            raise RecipeError(f"stages.{spec.index}.{spec.name}: must be the last stage")
-    if not stages or stages[-1].name != "encode":
-        stages.append(StageSpec(index=len(stages), name="encode", params=EncodeParams()))
+    for i, config in enumerate(stages[:-1]):
+        if STAGES[config.stage].terminal:
+            raise RecipeError(f"stages.{i}.{config.stage}: must be the last stage")
+    if not stages or stages[-1].stage != "encode":
+        stages.append(EncodeConfig())
     return stages
 
 
-def _stage_fingerprint(spec: StageSpec) -> str:
-    params = without_unset_added(spec.params.model_dump(mode="json"))
-    text = json.dumps({spec.name: params}, sort_keys=True)
+def _stage_fingerprint(config: StageConfig) -> str:
+    text = json.dumps(config.to_entry(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run_fingerprint(recipe: Recipe) -> str:
-    data = without_unset_added(recipe_to_data(recipe))
+    data = recipe_to_data(recipe)
     keep = {k: data[k] for k in ("model", "data", "train", "seed")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -159,21 +163,10 @@ def run(
         baseline, baseline_info = get_baseline(
             recipe, data, kwargs, device=device, progress=progress, log=console.print
         )
-        teacher = _frozen_copy(baseline)
-        model, _meta, records = _run_stages(
-            recipe,
-            stages,
-            state,
-            baseline,
-            teacher,
-            data,
-            kwargs,
-            device,
-            out_dir,
-            progress,
-            console,
+        model, records = _run_stages(
+            recipe, stages, state, baseline, data, kwargs, device, out_dir, progress, console
         )
-    model_path = out_dir / stages[-1].params.filename
+    model_path = out_dir / stages[-1].filename
     report = None
     if main:
         console.print("[bold]audit[/]: measuring baseline and the file")
@@ -201,43 +194,63 @@ class _null:
         return None
 
 
-def _distils_from_input(recipe: Recipe, spec: StageSpec) -> bool:
-    """Whether the recipe's train settings or this stage's parameters distil from the stage's
-    input (``distill: {teacher: input}`` anywhere in them)."""
+def _stage_context(
+    recipe: Recipe,
+    index: int,
+    name: str,
+    data: Any,
+    teacher: torch.nn.Module,
+    device: torch.device,
+    progress: Any,
+    console: Console,
+) -> Context:
+    """What stage ``index`` gets: calibration batches from the training data, validation
+    batches from the validation split, a trainer with the recipe's settings distilling from the
+    baseline, top-1 on the validation split as its metric."""
+    batch_size, eval_batch = recipe.data.batch_size, recipe.data.eval_batch_size
+    return Context(
+        data=Batches(data.train, data.val if len(data.val) else None, batch_size=batch_size),
+        finetune=Trainer(
+            data.train,
+            recipe.train,
+            teacher=teacher,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        ),
+        device=device,
+        seed=stage_seed(recipe.seed, index),
+        log=lambda message: console.print(f"  [dim]{name}:[/] {message}"),
+        evaluate=lambda m: evaluate(m, data.val, batch_size=eval_batch, device=device),
+        name=name,
+    )
 
-    def asks(data: Any) -> bool:
-        if isinstance(data, dict):
-            distill = data.get("distill")
-            if isinstance(distill, dict) and distill.get("teacher") == "input":
-                return True
-            return any(asks(v) for v in data.values())
-        if isinstance(data, list):
-            return any(asks(v) for v in data)
-        return False
 
-    return asks(recipe.train.model_dump()) or asks(spec.params.model_dump())
+def _checkpoint(path: Path, model: torch.nn.Module, recipe: Recipe, kwargs: dict) -> None:
+    sparse = fixed_zero_names(model)
+    meta = {"sparse": sparse} if sparse else None
+    save(path, model.to("cpu"), recipe.model.builder, kwargs, meta=meta)
 
 
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+def _resume(out_dir: Path, done: list[dict[str, Any]], device: torch.device, console: Console):
+    ckpt = open_artifact(out_dir / done[-1]["checkpoint"], trust=True)
+    mark_fixed_zeros(ckpt.model, ckpt.meta.get("sparse", []))
+    console.print(f"resume: {len(done)} stage(s) done, continuing from {done[-1]['checkpoint']}")
+    return ckpt.model.to(device)
 
 
 def _run_stages(
     recipe: Recipe,
-    stages: list[StageSpec],
+    stages: list[StageConfig],
     state: dict[str, Any],
     baseline: torch.nn.Module,
-    teacher: torch.nn.Module,
     data: Any,
     kwargs: dict[str, Any],
     device: torch.device,
     out_dir: Path,
     progress: Any,
     console: Console,
-) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Run (or skip, when resuming) each stage; checkpoint after each."""
     done: list[dict[str, Any]] = state.get("stages", [])
     for i, rec in enumerate(done):
@@ -246,59 +259,49 @@ def _run_stages(
                 f"stages.{i}: differs from the interrupted run's stage {rec['name']!r}; "
                 "use --force to start over"
             )
-    model = copy.deepcopy(baseline)
-    meta: dict[str, Any] = {}
-    if done:
-        ckpt = open_artifact(out_dir / done[-1]["checkpoint"], trust=True)
-        model, meta = ckpt.model.to(device), dict(ckpt.meta)
-        console.print(
-            f"resume: {len(done)} stage(s) done, continuing from {done[-1]['checkpoint']}"
-        )
+    model = _resume(out_dir, done, device, console) if done else copy.deepcopy(baseline)
+    teacher = frozen_copy(baseline)
     records = list(done)
-    for spec in stages[len(done) :]:
-        stage = STAGES[spec.name](spec.params)
-        seed = recipe.seed * 7919 + 101 * (spec.index + 1)
-        torch.manual_seed(seed)
-        ctx = StageContext(
-            recipe=recipe,
-            data=data,
-            teacher=teacher,
-            input_teacher=_frozen_copy(model) if _distils_from_input(recipe, spec) else None,
-            device=device,
-            seed=seed,
-            stage_index=spec.index,
-            stage_name=spec.name,
-            out_dir=out_dir,
-            builder=recipe.model.builder,
-            builder_kwargs=kwargs,
-            meta=meta,
-            progress=progress,
-            console=console,
-        )
-        console.print(f"[bold]stage {spec.index}: {spec.name}[/]")
+    for index in range(len(done), len(stages)):
+        config = stages[index]
+        name = config.stage
+        context = _stage_context(recipe, index, name, data, teacher, device, progress, console)
+        torch.manual_seed(context.seed)
+        console.print(f"[bold]stage {index}: {name}[/]")
         start = time.perf_counter()
-        model = stage.apply(model, ctx).to(device).eval()
+        if STAGES[name].terminal:
+            model, stage_record = encode(
+                model,
+                config,
+                path=out_dir / config.filename,
+                builder=recipe.model.builder,
+                kwargs=kwargs,
+            )
+            context.log(
+                f"wrote {out_dir / config.filename} ({stage_record.get('file_bytes', 0):,} bytes)"
+            )
+        else:
+            model, stage_record = apply_stage(model, config, context)
+        model = model.to(device).eval()
         seconds = time.perf_counter() - start
-        accuracy = ctx.evaluate(model)
-        ctx.log(f"top-1 {accuracy:.2%} ({seconds:.1f} s)")
+        accuracy = context.score(model)
+        context.log(f"top-1 {accuracy:.2%} ({seconds:.1f} s)")
         record = {
-            "index": spec.index,
-            "name": spec.name,
-            "fingerprint": _stage_fingerprint(spec),
+            "index": index,
+            "name": name,
+            "fingerprint": _stage_fingerprint(config),
             "seconds": round(seconds, 3),
             "accuracy": accuracy,
             "params": count_params(model),
-            "record": ctx.record,
+            "record": stage_record,
         }
-        if stage.terminal:
-            record["checkpoint"] = ctx.record.get("file", str(out_dir / "model.jcz"))
-            record["checkpoint"] = os.path.relpath(record["checkpoint"], out_dir)
+        if STAGES[name].terminal:
+            record["checkpoint"] = config.filename
         else:
-            name = f"checkpoints/{spec.index:02d}-{spec.name}.jcz"
+            record["checkpoint"] = f"checkpoints/{index:02d}-{name}.jcz"
             if is_main_process():
-                save(out_dir / name, model.to("cpu"), recipe.model.builder, kwargs, meta=meta)
+                _checkpoint(out_dir / record["checkpoint"], model, recipe, kwargs)
             model = model.to(device)
-            record["checkpoint"] = name
         records.append(record)
         if is_main_process():
             write_atomic(
@@ -307,7 +310,7 @@ def _run_stages(
                     {"fingerprint": state["fingerprint"], "stages": records}, indent=1, default=str
                 ).encode(),
             )
-    return model, meta, records
+    return model, records
 
 
 def run_file(path: str, overrides: tuple[str, ...] = (), **kwargs: Any) -> RunResult:

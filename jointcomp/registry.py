@@ -1,8 +1,8 @@
-"""Allow-lists: the module types a .jcz file may name, and the stages a recipe may use.
+"""The allow-list of module types a .jcz file may name.
 
 A module type is described by plain-JSON constructor arguments (its *config*) and rebuilt from
-them; loading a file only ever instantiates types registered here. Stages register themselves
-in ``jointcomp.stages``.
+them; loading a file only ever instantiates types registered here. (The stages a recipe may use
+are registered in ``jointcomp.stages``.)
 """
 
 from __future__ import annotations

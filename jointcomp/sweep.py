@@ -68,8 +68,15 @@ def _slug(overrides: dict[str, Any]) -> str:
     return f"{text}-{digest[:6]}"
 
 
-def grid(axes: list[Axis]) -> list[dict[str, Any]]:
-    """Every combination of the axes' values, as ``{key: value}`` overrides, in order."""
+def grid(axes: list[Axis], *, zipped: bool = False) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, as ``{key: value}`` overrides, in order; with
+    ``zipped``, the axes' i-th values together (the axes must have equal lengths)."""
+    if zipped:
+        lengths = {len(a.values) for a in axes}
+        if len(lengths) > 1:
+            shown = ", ".join(f"{a.key} has {len(a.values)}" for a in axes)
+            raise RecipeError(f"--zip varies the axes together: give each as many values ({shown})")
+        return [dict(zip([a.key for a in axes], combo)) for combo in zip(*(a.values for a in axes))]
     return [
         dict(zip([a.key for a in axes], combo))
         for combo in itertools.product(*(a.values for a in axes))
@@ -91,13 +98,15 @@ def run_sweep(
     show_progress: bool = True,
     console: Console | None = None,
     anchors: list[dict[str, Any]] | None = None,
+    zipped: bool = False,
 ) -> dict[str, Any]:
     """Run every grid point (each into its own run directory) and write the sweep's table,
-    JSON and HTML. With ``resume``, finished points are kept and an unfinished one continues."""
+    JSON and HTML. With ``resume``, finished points are kept and an unfinished one continues.
+    ``zipped``: the axes vary together (point i takes every axis's i-th value), not as a grid."""
     from .pipeline import output_dir, run
 
     console = console or Console(stderr=True)
-    points = grid(axes)
+    points = grid(axes, zipped=zipped)
     if not points:
         raise RecipeError("sweep: no --vary values given")
     base = load_recipe(recipe_path, base_overrides)
@@ -153,6 +162,7 @@ def run_sweep(
     summary = {
         "recipe": str(recipe_path),
         "axes": {a.key: list(a.values) for a in axes},
+        "zipped": zipped,
         "points": rows,
         "anchors": anchors or [],
     }

@@ -1,21 +1,21 @@
-"""Shared helpers of the quantize tests: a stage context on digits, and small_cnn variants with
-every factorized layer type."""
+"""Shared helpers of the quantize and fold tests: a stage context on digits, small_cnn variants
+with every factorized layer type, and a T-Basis small_cnn whose layers' magnitudes lie far
+apart."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from jointcomp.context import Context, Step
 from jointcomp.data import load_data
 from jointcomp.models import build_model, data_kwargs
 from jointcomp.nn import decompose
-from jointcomp.recipe import validate_recipe
-from jointcomp.stages import StageContext
+from jointcomp.stages import FoldConfig, QuantizeConfig, apply_stage
 
-from .conftest import tiny_recipe
+from .stage_util import bundle_context
 
 KWARGS = data_kwargs("zoo:small_cnn", (1, 8, 8), 10)
 _DATA: list[Any] = []
@@ -27,22 +27,19 @@ def digits() -> Any:
     return _DATA[0]
 
 
-def stage_ctx(tmp_path: Path, meta: dict[str, Any] | None = None, **train: Any) -> StageContext:
-    train = {"epochs": 1, "lr": 0.002, "max_batches": 3, **train}
-    recipe = validate_recipe(tiny_recipe(tmp_path, stages=[], train=train))
-    return StageContext(
-        recipe=recipe,
-        data=digits(),
-        teacher=None,
-        device=torch.device("cpu"),
-        seed=0,
-        stage_index=0,
-        stage_name="quantize",
-        out_dir=tmp_path,
-        builder="zoo:small_cnn",
-        builder_kwargs=KWARGS,
-        meta=dict(meta or {}),
-    )
+def stage_ctx(**train: Any) -> Context:
+    """A context on digits fine-tuning for at most 3 batches (``train`` overrides that)."""
+    return bundle_context(digits(), train={"epochs": 1, "lr": 0.002, "max_batches": 3, **train})
+
+
+def run_quantize(model: nn.Module, params: dict[str, Any], **train: Any) -> Step:
+    """The quantize stage with ``params`` (the recipe form) on ``stage_ctx(**train)``."""
+    return apply_stage(model, QuantizeConfig.model_validate(params), stage_ctx(**train))
+
+
+def run_fold(model: nn.Module, params: dict[str, Any] | None = None) -> Step:
+    """The fold stage with ``params`` (the recipe form) on ``stage_ctx()``."""
+    return apply_stage(model, FoldConfig.model_validate(params or {}), stage_ctx())
 
 
 # every factorized layer type: SVD (channel, spatial, linear), Tucker-2, CP, TT (conv, linear),
@@ -67,19 +64,47 @@ LAYOUTS: dict[str, dict[str, tuple[str, Any, float, dict]]] = {
 }
 
 
-def factorized_small_cnn(layout: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model("zoo:small_cnn", KWARGS).eval()
-    with torch.no_grad():  # BN statistics that are not the identity, so folding matters
+def randomize_batchnorms(model: nn.Module) -> nn.Module:
+    """BN statistics and affine parameters that are not the identity, so folding matters."""
+    with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    """The plain small_cnn on 8×8 digits, its batch norms randomized."""
+    torch.manual_seed(seed)
+    return randomize_batchnorms(build_model("zoo:small_cnn", KWARGS))
+
+
+def factorized_small_cnn(layout: str, seed: int = 0) -> nn.Module:
+    model = small_cnn(seed)
     for name, (fmt, rank, sparse, options) in LAYOUTS[layout].items():
         parent, _, attr = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         new, _ = decompose(getattr(owner, attr), fmt, rank, sparse, name=name, options=options)
         setattr(owner, attr, new)
+    return model.eval()
+
+
+def uneven_tbasis_model() -> nn.Module:
+    """small_cnn with block2.0, block3.0 and fc sharing one T-Basis, its layers' magnitudes far
+    apart (as a fit leaves them) and batch norms whose statistics describe those magnitudes."""
+    from .test_tbasis_layers import shared_small_cnn
+
+    model, _, table = shared_small_cnn(seed=1)
+    with torch.no_grad():
+        rows = model.get_submodule("block2.0").row_list
+        table.coef[rows[0]].mul_(40.0)  # a large row in one layer
+        table.rank_scale[rows[-1]].mul_(0.02)  # a small one in the same layer
+        table.rank_scale[model.get_submodule("block3.0").row_list[0]].mul_(5.0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(20):  # running statistics that match these magnitudes
+            model(torch.randn(32, 1, 8, 8))
     return model.eval()

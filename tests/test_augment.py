@@ -1,5 +1,5 @@
 """Training-image augmentation: what each transform does to a batch, seeded reproducibility, the
-recipe keys, and that recipes without it keep their baseline cache keys and resume fingerprints."""
+recipe keys, and that it enters the baseline cache key and the resume fingerprints."""
 
 from __future__ import annotations
 
@@ -8,19 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jointcomp.augment import Augmenter, flip_batch, shift_batch
 from jointcomp.baseline import baseline_key
 from jointcomp.errors import DataError, RecipeError
 from jointcomp.pipeline import _run_fingerprint, _stage_fingerprint
-from jointcomp.recipe import (
-    AugmentSpec,
-    FinetuneSpec,
-    TrainSpec,
-    recipe_to_data,
-    validate_recipe,
-    without_unset_added,
-)
-from jointcomp.train import fit
+from jointcomp.recipe import validate_recipe
+from jointcomp.training import AugmentSpec, FinetuneSpec, TrainSpec, fit
+from jointcomp.training.augment import Augmenter, flip_batch, shift_batch
 
 from .conftest import tiny_recipe
 
@@ -113,12 +106,13 @@ def test_recipe_rejects_a_bad_augment_key(tmp_path) -> None:
         validate_recipe(raw)
 
 
-def test_recipes_without_augment_keep_their_cache_key_and_fingerprints(tmp_path) -> None:
+def test_augment_changes_the_cache_key_and_fingerprints(tmp_path) -> None:
     stages = [{"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}}]
     plain = validate_recipe(tiny_recipe(tmp_path, stages=stages))
-    data = without_unset_added(recipe_to_data(plain))
-    assert "augment" not in data["train"]
-    assert "augment" not in data["stages"][0]["prune"]["finetune"]
+    again = validate_recipe(tiny_recipe(tmp_path, stages=stages))
+    assert baseline_key(plain, {}) == baseline_key(again, {})
+    assert _run_fingerprint(plain) == _run_fingerprint(again)
+    assert _stage_fingerprint(plain.stages[0]) == _stage_fingerprint(again.stages[0])
 
     augmented_raw = tiny_recipe(tmp_path, stages=stages)
     augmented_raw["train"]["augment"] = {"shift": 2}

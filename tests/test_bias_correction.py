@@ -1,15 +1,18 @@
-"""Bias correction of rounded folded output scales: a channel's mean output stays where
-training left it when its scale is rounded, so coarse scale grids cost less."""
+"""Bias correction of rounded folded output scales (the fold stage's ``round.bias_correction``):
+a channel's mean output stays where training left it when its scale is rounded, so coarse scale
+grids cost less."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from pydantic import ValidationError
 
 from jointcomp.quant.bias_correction import correct_bias, output_means
 
-from .test_tbasis_equalize import _uneven_model
+from .quantize_util import run_fold, run_quantize, stage_ctx
+from .quantize_util import uneven_tbasis_model as _uneven_model
 
 
 def test_corrected_bias_keeps_each_channels_mean_output() -> None:
@@ -39,59 +42,37 @@ def test_output_means_are_per_channel_and_need_the_layer_to_run() -> None:
         output_means(model, {"extra": unused}, [(x, None)], "cpu")
 
 
-def _folded_mean_error(tmp_path, correction: bool | None) -> tuple[float, dict]:
-    """QAT with the batch norms, fold, round the folded scales on a 3-bit grid (biases at 8
-    bits); the largest shift of the first T-Basis layer's channel mean outputs from before the
-    rounding (later layers' inputs move with it), relative to the largest mean."""
-    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+def _fold_mean_shift(quantized: torch.nn.Module, correction: bool) -> tuple[float, dict]:
+    """Fold the batch norms of a quantized T-Basis model and round the folded scales on a
+    3-bit grid (biases at 8 bits); the largest shift of the first T-Basis layer's channel mean
+    outputs from the unrounded fold's (later layers' inputs move with it), relative to the
+    largest mean."""
+    layer = "block2.0"
+    batches = stage_ctx().calibration(4)
+    unrounded, _ = run_fold(copy.deepcopy(quantized))
+    before = output_means(unrounded, {layer: unrounded.get_submodule(layer)}, batches, "cpu")
+    rounding = {
+        "scales": {"bits": 3, "symmetric": False},
+        "biases": {"bits": 8},
+        "bias_correction": correction,
+    }
+    model, record = run_fold(copy.deepcopy(quantized), {"round": rounding})
+    after = output_means(model, {layer: model.get_submodule(layer)}, batches, "cpu")
+    return float((after[layer] - before[layer]).abs().max() / before[layer].abs().max()), record
 
-    from .quantize_util import stage_ctx
 
-    params = QuantizeParams(
-        bits={"factors": 8, "weights": 8, "norms": 3, "biases": 8},
-        layers={"*.out_scale": {"bits": 3, "granularity": "tensor", "symmetric": False}},
-        fold_bn="after",
-        bias_correction=correction,
-        finetune={"epochs": 1, "max_batches": 1, "lr": 1e-6},
+def test_fold_moves_the_scale_rounding_shift_into_the_bias() -> None:
+    quantized, _ = run_quantize(
+        _uneven_model(),
+        {
+            "qat": {"bn_batches": 2, "finetune": {"epochs": 1, "max_batches": 1, "lr": 1e-6}},
+            "bits": {"factors": 8, "weights": 8},
+        },
     )
-    ctx = stage_ctx(tmp_path)
-    stage = QuantizeStage(params)
-    seen: dict[str, torch.Tensor] = {}
-    original = stage._round_extras
-
-    def spy(model, ctx_, extras, summary):  # the means just before and after the rounding
-        layers = {p: model.get_submodule(p) for p in ("block2.0",)}
-        batches = ctx_.calibration_batches(4)
-        seen.update(
-            {f"before:{k}": v for k, v in output_means(model, layers, batches, "cpu").items()}
-        )
-        original(model, ctx_, extras, summary)
-        seen.update(
-            {f"after:{k}": v for k, v in output_means(model, layers, batches, "cpu").items()}
-        )
-
-    stage._round_extras = spy  # type: ignore[method-assign]
-    stage.apply(_uneven_model(), ctx)
-    err = max(
-        float(
-            (seen[f"after:{k}"] - seen[f"before:{k}"]).abs().max() / seen[f"before:{k}"].abs().max()
-        )
-        for k in ("block2.0",)
-    )
-    return err, ctx.record["summary"]
-
-
-def test_quantize_moves_the_scale_rounding_shift_into_the_bias(tmp_path) -> None:
-    plain, summary_plain = _folded_mean_error(tmp_path / "plain", None)
-    corrected, summary = _folded_mean_error(tmp_path / "corrected", True)
-    assert summary["bias_corrected"] == 2 and "bias_corrected" not in summary_plain
+    plain, record_plain = _fold_mean_shift(quantized, False)
+    corrected, record = _fold_mean_shift(quantized, True)
+    assert record["bias_corrected"] == 2 and "bias_corrected" not in record_plain
+    assert {r["tensor"] for r in record["rounded"]} == {
+        f"block{i}.0.{t}" for i in (2, 3) for t in ("out_scale", "bias")
+    }
     assert corrected < 0.25 * plain
-
-
-def test_bias_correction_needs_scales_rounded_after_training() -> None:
-    from jointcomp.stages.quantize import QuantizeParams
-
-    with pytest.raises(ValidationError, match="bias_correction"):
-        QuantizeParams(fold_bn="after", fold_rounding="qat", bias_correction=True)
-    with pytest.raises(ValidationError, match="bias_correction"):
-        QuantizeParams(fold_bn=True, bias_correction=True)

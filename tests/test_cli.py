@@ -23,7 +23,7 @@ QUICK = [
     "--set",
     "stages.1.decompose.finetune.epochs=1",
     "--set",
-    "stages.2.quantize.finetune.epochs=1",
+    "stages.2.quantize.qat.finetune.epochs=1",
     "--set",
     "audit.min_run_time=0.02",
 ]

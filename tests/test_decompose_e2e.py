@@ -11,10 +11,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import jointcomp.nn as jn
-from jointcomp.container import open_artifact, save
+from jointcomp.container import open_artifact
 from jointcomp.data.bundle import DataBundle
 from jointcomp.pipeline import run
 from jointcomp.recipe import validate_recipe
+from jointcomp.stages.encode import save
 
 from .conftest import tiny_recipe
 from .test_decompose import LAYER_KEYS, random_data, run_stage
@@ -26,13 +27,14 @@ def test_regularize_then_decompose_recipe_runs_end_to_end(tmp_path: Path) -> Non
             "regularize": {
                 "measure": "effective_rank",
                 "weight": 1.0,
-                "skip_classifier": True,
+                "scope": {"exclude_classifier": True},
                 "finetune": {"epochs": 1},
             }
         },
         {
             "decompose": {
-                "layers": {
+                "scope": {"include": ["block*", "fc"]},
+                "overrides": {
                     "block*": {"format": "tucker2", "rank": "indicator:0.5", "sparse": 0.02},
                     "fc": {"format": "svd", "rank": 4},
                 },
@@ -60,20 +62,20 @@ def test_regularize_then_decompose_recipe_runs_end_to_end(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("measure", ["effective_rank", "nuclear", "hoyer", "gini"])
-def test_regularizer_lowers_its_measure(tmp_path: Path, measure: str) -> None:
+def test_regularizer_lowers_its_measure(measure: str) -> None:
     stage = {
         "regularize": {
             "measure": measure,
             "weight": 5.0,
-            "layers": ["fc1", "fc2"],
+            "scope": {"include": ["fc1", "fc2"]},
             "finetune": {"epochs": 3, "lr": 0.01, "distill": False},
         }
     }
     kwargs = {"in_channels": 1, "num_classes": 10, "image_size": 8, "hidden": [32, 16]}
-    _, _, ctx = run_stage(tmp_path, "zoo:lenet300", kwargs, random_data((1, 8, 8)), stage)
-    assert [i["name"] for i in ctx.record["layers"]] == ["fc1", "fc2"]
+    _, _, record = run_stage("zoo:lenet300", kwargs, random_data((1, 8, 8)), stage)
+    assert [i["name"] for i in record["layers"]] == ["fc1", "fc2"]
     # normalized: every layer starts at 1, so the mean penalty must fall below 1
-    assert ctx.record["penalty_after"] < 0.97
+    assert record["penalty_after"] < 0.97
 
 
 def make_bert() -> nn.Module:
@@ -105,23 +107,24 @@ def test_bert_linear_layers_decompose_and_round_trip(tmp_path: Path) -> None:
     )
     stage = {
         "decompose": {
-            "layers": {
-                "*.intermediate.dense": {"format": "svd", "rank": 8, "sparse": 0.05},
+            "format": "svd",
+            "rank": 0.5,
+            "overrides": {
+                "*.intermediate.dense": {"rank": 8, "sparse": 0.05},
                 "*.attention.*": {"format": "tt", "rank": 4},
-                "*": {"format": "svd", "rank": 0.5},
             },
             "finetune": {"epochs": 0},
             "timing_seconds": 0.002,
         }
     }
     builder = "tests.test_decompose_e2e:make_bert"
-    _, out, ctx = run_stage(tmp_path, builder, {}, data, stage, model)
-    formats = {i["name"]: i["format"] for i in ctx.record["layers"]}
+    _, out, record = run_stage(builder, {}, data, stage, model)
+    formats = {i["name"]: i["format"] for i in record["layers"]}
     assert formats["bert.encoder.layer.0.intermediate.dense"] == "svd+sparse"
     assert formats["bert.encoder.layer.1.attention.self.query"] == "tt"
     assert formats["classifier"] == "svd"
     path = tmp_path / "bert.jcz"
-    save(path, out, builder, {})
+    save(out, path, builder=builder, kwargs={})
     loaded = open_artifact(path, trust=True).model.eval()
     with torch.no_grad():
         assert torch.equal(out(ids).logits, loaded(ids).logits)

@@ -34,8 +34,8 @@ def test_same_baseline_as_the_joint_recipe(dc: str, joint: str) -> None:
     a, b = load_recipe(RECIPES / f"{dc}.yaml"), load_recipe(RECIPES / f"{joint}.yaml")
     for section in ("model", "data", "train", "seed"):
         assert getattr(a, section) == getattr(b, section), section
-    assert [s.name for s in a.stages] == ["prune", "quantize", "encode"]
-    assert a.stages[0].params.structured is False and a.stages[1].params.method == "kmeans"
+    assert [s.stage for s in a.stages] == ["prune", "quantize", "encode"]
+    assert a.stages[0].structured is False and a.stages[1].method == "kmeans"
 
 
 def _inner_codec(r: Reader) -> int:
@@ -46,8 +46,8 @@ def _inner_codec(r: Reader) -> int:
 
 def test_deep_compression_chain_writes_huffman_coded_indices(tmp_path: Path) -> None:
     stages = yaml.safe_load((RECIPES / "deep-compression-lenet300.yaml").read_text())["stages"]
-    stages[0]["prune"].update(layers={}, ratio=0.9, iterative_steps=2, finetune={"epochs": 1})
-    stages[1]["quantize"].update(finetune={"epochs": 1}, kmeans_iters=20)
+    stages[0]["prune"].update(overrides={}, ratio=0.9, iterative_steps=2, finetune={"epochs": 1})
+    stages[1]["quantize"]["kmeans"].update(finetune={"epochs": 1}, iters=20)
     raw = tiny_recipe(tmp_path, stages, model={"builder": "zoo:lenet300", "weights": "train"})
     result = run(validate_recipe(raw), show_progress=False)
 

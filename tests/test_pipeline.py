@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import jointcomp
 from jointcomp.errors import OutputExistsError, RecipeError
 from jointcomp.pipeline import run
 from jointcomp.recipe import validate_recipe
-from jointcomp.stages.prune import PruneStage
+from jointcomp.stages import STAGES
 
 from .conftest import tiny_recipe
 
@@ -66,22 +67,22 @@ def test_resume_after_interruption_gives_the_identical_file(tmp_path: Path, monk
     reference = (tmp_path / "a" / "run" / "model.jcz").read_bytes()
 
     interrupted = validate_recipe(tiny_recipe(tmp_path / "b", stages=TWO_PRUNES))
-    original = PruneStage.apply
+    original = STAGES["prune"]
     calls = {"n": 0}
 
-    def crash_on_second(self, model, ctx):
+    def crash_on_second(model, config, context):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, model, ctx)
+        return original.fn(model, config, context)
 
-    monkeypatch.setattr(PruneStage, "apply", crash_on_second)
+    monkeypatch.setitem(STAGES, "prune", dataclasses.replace(original, fn=crash_on_second))
     with pytest.raises(KeyboardInterrupt):
         run(interrupted, show_progress=False)
     state = json.loads((tmp_path / "b" / "run" / "state.json").read_text())
     assert [s["name"] for s in state["stages"]] == ["prune"]
     assert not (tmp_path / "b" / "run" / "model.jcz").exists()
-    monkeypatch.setattr(PruneStage, "apply", original)
+    monkeypatch.setitem(STAGES, "prune", original)
     run(interrupted, resume=True, show_progress=False)
     assert (tmp_path / "b" / "run" / "model.jcz").read_bytes() == reference
 
@@ -115,16 +116,16 @@ def test_baseline_is_cached_and_shared(tmp_path: Path, monkeypatch) -> None:
 def test_distill_teacher_input_is_the_stage_input(tmp_path: Path, monkeypatch) -> None:
     """``distill: {teacher: input}`` makes a stage distil from the model it received (the
     float network before QAT), not from the uncompressed baseline."""
-    import jointcomp.stages.base as base
+    import jointcomp.training.trainer as trainer
 
     teachers: list[torch.nn.Module | None] = []
-    real_fit = base.fit
+    real_fit = trainer.fit
 
     def recording_fit(model, *args, **kwargs):
         teachers.append(kwargs["teacher"])
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(base, "fit", recording_fit)
+    monkeypatch.setattr(trainer, "fit", recording_fit)
     input_taught = {"epochs": 1, "distill": {"alpha": 1.0, "teacher": "input"}}
     stages = [
         {"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}},

@@ -8,19 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from jointcomp.container import save
 from jointcomp.errors import ModelError
 from jointcomp.nn.quantized import quantized_tensors
 from jointcomp.quant.mixed import Option, allocate_bits
-from jointcomp.stages.encode import EncodeParams, EncodeStage
-from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+from jointcomp.stages.encode import save
 
-from .quantize_util import KWARGS, factorized_small_cnn, stage_ctx
+from .quantize_util import KWARGS, factorized_small_cnn, run_quantize
 
 
 def _file_bytes_per_tensor(model: torch.nn.Module, path: Path) -> dict[str, int]:
-    choose = EncodeStage(EncodeParams()).choose
-    report = save(path, model, "zoo:small_cnn", KWARGS, choose=lambda n, t: choose(n, t, set()))
+    report = save(model, path, builder="zoo:small_cnn", kwargs=KWARGS)
     out: dict[str, int] = {}
     for e in report.entries:
         if ".parametrizations." in e["n"] and not e["n"].endswith(".original"):
@@ -31,45 +28,35 @@ def _file_bytes_per_tensor(model: torch.nn.Module, path: Path) -> dict[str, int]
 
 
 def test_budget_is_met_and_estimates_are_the_files_bytes(tmp_path: Path) -> None:
-    params = {"method": "ptq", "bits": {"factors": 8, "weights": 8, "sparse_values": 8}}
-    full = QuantizeStage(QuantizeParams.model_validate(params))
-    ctx = stage_ctx(tmp_path)
-    full.apply(factorized_small_cnn("lowrank-sparse"), ctx)
-    at_8_bits = ctx.record["summary"]["est_bytes"]
+    params = {"ptq": {}, "bits": {"factors": 8, "weights": 8, "sparse_values": 8}}
+    _, record = run_quantize(factorized_small_cnn("lowrank-sparse"), params)
+    at_8_bits = record["summary"]["est_bytes"]
 
     budget = int(0.75 * at_8_bits)
-    stage = QuantizeStage(
-        QuantizeParams.model_validate(
-            {
-                **params,
-                "budget": {"bytes": budget, "options": [2, 3, 4, 6, 8], "batches": 1},
-                "layers": {"fc": {"bits": 8}},
-            }
-        )
+    bits = {**params["bits"], "budget": {"bytes": budget, "options": [2, 3, 4, 6, 8], "batches": 1}}
+    model, record = run_quantize(
+        factorized_small_cnn("lowrank-sparse"),
+        {**params, "bits": bits, "overrides": {"fc": {"bits": 8}}},
     )
-    ctx = stage_ctx(tmp_path)
-    model = stage.apply(factorized_small_cnn("lowrank-sparse"), ctx)
-    rows = {r["tensor"]: r for r in ctx.record["layers"]}
-    record = ctx.record["summary"]["budget"]
+    rows = {r["tensor"]: r for r in record["layers"]}
+    allocation = record["summary"]["budget"]
     assert sum(r["est_bytes"] for r in rows.values()) <= budget
-    assert record["achieved_bytes"] == sum(r["est_bytes"] for r in rows.values())
+    assert allocation["achieved_bytes"] == sum(r["est_bytes"] for r in rows.values())
     assert len({r["bits"] for r in rows.values()}) > 1  # mixed, not one width for all
     assert rows["fc.lowrank.first.weight"]["bits"] == 8  # a pinned layer keeps its width
-    assert record["fixed_bytes"] > 0
+    assert allocation["fixed_bytes"] > 0
     # the estimate is exactly what the file spends on each quantized tensor
     in_file = _file_bytes_per_tensor(model, tmp_path / "b.jcz")
     assert in_file == {name: r["est_bytes"] for name, r in rows.items()}
     assert set(rows) == set(quantized_tensors(model))
 
 
-def test_infeasible_budget_is_a_clear_error(tmp_path: Path) -> None:
-    stage = QuantizeStage(
-        QuantizeParams.model_validate({"method": "ptq", "budget": {"bytes": 10, "options": [2, 4]}})
-    )
+def test_infeasible_budget_is_a_clear_error() -> None:
+    params = {"ptq": {}, "bits": {"budget": {"bytes": 10, "options": [2, 4]}}}
     with pytest.raises(
         ModelError, match=r"budget of 10 bytes cannot be met.*smallest bit widths \(2\)"
     ):
-        stage.apply(factorized_small_cnn("svd-tucker-cp"), stage_ctx(tmp_path))
+        run_quantize(factorized_small_cnn("svd-tucker-cp"), params)
 
 
 def test_allocation_prefers_cheap_loss_per_byte() -> None:

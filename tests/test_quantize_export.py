@@ -9,7 +9,8 @@ from torch import nn
 
 from jointcomp.nn import decompose
 from jointcomp.nn.quantized import IntQuantized, quantized_tensors
-from jointcomp.quant import QuantSpec, find_targets, fixed_zero_names
+from jointcomp.nn.sparsity import fixed_zero_names
+from jointcomp.quant import QuantSpec, find_targets
 from jointcomp.quant.qat import ParamQuantizer, QATSession, int_quantized_from, to_quant_layer
 from jointcomp.quant.qat import weight_quant as make_quant
 
@@ -84,7 +85,7 @@ def _factorized_net() -> nn.Module:
 def test_qat_session_export_reproduces_the_trained_model_exactly() -> None:
     model = _factorized_net()
     sparse_before = model.fc1.sparse.detach() != 0
-    targets, skipped = find_targets(model, fixed_zero_names(model, []))
+    targets, skipped = find_targets(model, set(fixed_zero_names(model)))
     assert not skipped
     main = [(t, QuantSpec(4)) for t in targets if t.kind in ("factors", "sparse_values", "weights")]
     assert {t.kind for t, _ in main} == {"factors", "sparse_values", "weights"}

@@ -1,41 +1,30 @@
 """``include_zero: false``: an asymmetric grid over the values' own [min, max] for tensors
-rounded after training. Folded output scales sit far from 0, so the same bits round them
-finer; the zero point lies off the codes, and the file still decodes bit for bit."""
+rounded after training — the fold stage's rounded output scales (``round.scales``) and the
+quantize stage's biases and norms. Values far from 0 round finer on the same bits; the zero
+point lies off the codes, and the file still decodes bit for bit."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 
-from jointcomp.container import open_artifact, save
+import jointcomp
 from jointcomp.errors import ModelError
 from jointcomp.nn.quantized import quantized_tensors
 from jointcomp.quant import QuantSpec
 from jointcomp.quant.qat import weight_quant
 
-from .test_tbasis_equalize import _uneven_model
-from .test_tbasis_layers import KW
+from .quantize_util import KWARGS, run_fold, run_quantize, small_cnn, uneven_tbasis_model
+
+LAYERS = ("block2.0", "block3.0")
 
 
-def _quantize(tmp_path: Path, include_zero: bool | None, **extra) -> tuple[torch.nn.Module, dict]:
-    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
-
-    from .quantize_util import stage_ctx
-
-    scale = {"bits": 4, "granularity": "tensor", "symmetric": False}
-    if include_zero is not None:
-        scale["include_zero"] = include_zero
-    params = QuantizeParams(
-        bits={"factors": 8, "weights": 8, "norms": 4, "biases": 8},
-        layers={"*.out_scale": scale, **extra},
-        fold_bn="after",
-        finetune={"epochs": 1, "max_batches": 1, "lr": 1e-6},
-    )
-    ctx = stage_ctx(tmp_path)
-    model = QuantizeStage(params).apply(_uneven_model(), ctx)
-    return model, ctx.record["summary"]
+def _qat(model: torch.nn.Module, **params) -> torch.nn.Module:
+    qat = {"bn_batches": 2, "finetune": {"epochs": 1, "max_batches": 1, "lr": 1e-6}}
+    return run_quantize(model, {"qat": qat, "bits": {"factors": 8, "weights": 8}, **params})[0]
 
 
 def _scale_error(model: torch.nn.Module, float_scales: dict[str, torch.Tensor]) -> float:
@@ -47,37 +36,52 @@ def _scale_error(model: torch.nn.Module, float_scales: dict[str, torch.Tensor]) 
 
 
 def test_folded_scales_round_finer_on_their_own_range(tmp_path: Path) -> None:
-    captured: dict[str, dict[str, torch.Tensor]] = {}
-    from jointcomp.stages.quantize import QuantizeStage
-
-    original = QuantizeStage._round_extras
-
-    def spy(self, model, ctx, extras, summary):
-        key = "offset" if any(not s.include_zero for _, s in extras) else "zero"
-        captured[key] = {
-            p: model.get_submodule(p).out_scale.detach().clone() for p in ("block2.0", "block3.0")
-        }
-        original(self, model, ctx, extras, summary)
-
-    QuantizeStage._round_extras = spy  # type: ignore[method-assign]
-    try:
-        wide, _ = _quantize(tmp_path / "zero", None)
-        own, _ = _quantize(tmp_path / "own", False)
-    finally:
-        QuantizeStage._round_extras = original  # type: ignore[method-assign]
+    quantized = _qat(uneven_tbasis_model())
+    unrounded, _ = run_fold(copy.deepcopy(quantized))
+    float_scales = {p: unrounded.get_submodule(p).out_scale.detach() for p in LAYERS}
+    models = {}
+    for include_zero in (True, False):
+        scales = {"bits": 4, "symmetric": False, "include_zero": include_zero}
+        models[include_zero], _ = run_fold(copy.deepcopy(quantized), {"round": {"scales": scales}})
+    wide, own = models[True], models[False]
     q = quantized_tensors(own)["block2.0.out_scale"]
     assert float(q.zero_point) < 0 and int(q.int_repr.min()) == 0  # 0 lies below the grid
-    assert _scale_error(own, captured["offset"]) < 0.75 * _scale_error(wide, captured["zero"])
+    assert float(quantized_tensors(wide)["block2.0.out_scale"].zero_point) == 0
+    for p in LAYERS:  # a finer step on the same 4 bits
+        steps = [float(quantized_tensors(m)[f"{p}.out_scale"].scale) for m in (own, wide)]
+        assert steps[0] < steps[1]
+    assert _scale_error(own, float_scales) < 0.85 * _scale_error(wide, float_scales)
     # the file keeps the off-grid zero point exactly
-    save(tmp_path / "m.jcz", own, "zoo:small_cnn", KW)
-    loaded = open_artifact(tmp_path / "m.jcz").model
+    jointcomp.save(own, tmp_path / "m.jcz", builder="zoo:small_cnn", kwargs=KWARGS)
+    loaded = jointcomp.load(tmp_path / "m.jcz")
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(own.eval()(x), loaded(x))
 
 
-def test_trained_tensors_refuse_an_off_zero_grid(tmp_path: Path) -> None:
+def test_norms_rounded_after_training_use_their_own_range() -> None:
+    grids = {}
+    for include_zero in (True, False):
+        model = small_cnn()
+        with torch.no_grad():
+            model.block1[1].weight.uniform_(2.0, 3.0)  # far from 0
+        want = model.block1[1].weight.detach().clone()
+        override = {"symmetric": False, "include_zero": include_zero}
+        model, _ = run_quantize(
+            model, {"ptq": {}, "bits": {"norms": 4}, "overrides": {"block1.1": override}}
+        )
+        q = quantized_tensors(model)["block1.1.weight"]
+        grids[include_zero] = (q, float((q.dequantize() - want).abs().max()))
+    (own, own_err), (wide, wide_err) = grids[False], grids[True]
+    assert float(own.zero_point) < 0 and float(wide.zero_point) == 0
+    assert own_err < 0.5 * wide_err
+
+
+def test_trained_tensors_refuse_an_off_zero_grid() -> None:
     with pytest.raises(ValueError, match="include_zero"):
         weight_quant(QuantSpec(4, "tensor", symmetric=False, include_zero=False))
     with pytest.raises(ModelError, match="include_zero false .* trained by qat"):
-        _quantize(tmp_path, None, **{"block1.*": {"symmetric": False, "include_zero": False}})
+        _qat(
+            uneven_tbasis_model(),
+            overrides={"block1.*": {"symmetric": False, "include_zero": False}},
+        )

@@ -3,15 +3,12 @@ float and rounding afterwards, both as tensor maths and through the stage's ``re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from jointcomp.nn import CPConv2d, TTLinear, decompose, rel_error
 from jointcomp.nn.quantized import quantized_tensors
 from jointcomp.quant import QuantSpec, ptq_tensor, refit_layer
-from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
 from jointcomp.tensor import (
     cp_als,
     cp_to_full,
@@ -25,7 +22,7 @@ from jointcomp.tensor import (
 )
 from jointcomp.tensor.qtt import dequantize_cores
 
-from .quantize_util import factorized_small_cnn, stage_ctx
+from .quantize_util import factorized_small_cnn, run_quantize
 
 
 def _random_cp(shape: tuple[int, ...], rank: int, seed: int) -> torch.Tensor:
@@ -99,15 +96,13 @@ def test_refit_layers_beat_rounding_their_factors(bits: int) -> None:
         assert rel_error(ref, layer.reconstruct_weight()) <= rounded
 
 
-def test_stage_refit_uses_the_quantized_decompositions(tmp_path: Path) -> None:
+def test_stage_refit_uses_the_quantized_decompositions() -> None:
     model = factorized_small_cnn("svd-tucker-cp")
     model.fc, _ = decompose(torch.nn.Linear(32, 10), "tt", 2, options={"tt_cores": 2})
-    stage = QuantizeStage(
-        QuantizeParams.model_validate({"method": "ptq", "refit": True, "bits": {"factors": 4}})
-    )
-    model = stage.apply(model, ctx := stage_ctx(tmp_path))
-    methods = {r["tensor"]: r["method"] for r in ctx.record["layers"]}
+    model, record = run_quantize(model, {"ptq": {"refit": True}, "bits": {"factors": 4}})
+    methods = {r["tensor"]: r["method"] for r in record["layers"]}
     assert methods["block3.0.first.weight"] == "qcp" and methods["fc.cores.0"] == "qtt"
     assert methods["block2.0.core.weight"] == "ptq"  # Tucker has no quantized refit: rounded
     q = quantized_tensors(model)
     assert q["block3.0.first.weight"].scale.numel() == 6  # per-rank CP weights as scales
+    assert record["summary"]["refit_skipped"] == []

@@ -1,5 +1,6 @@
 """Rate-aware QAT: the code-length estimate tracks what entropy coding spends, its gradient
-lowers that, and a quantize stage with ``rate`` writes a smaller file than one without."""
+lowers that, and a quantize stage with ``qat: {rate: ...}`` writes a smaller file than one
+without."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from jointcomp.errors import RecipeError
 from jointcomp.pipeline import _stage_fingerprint, run
 from jointcomp.quant.rate import laplace_bits, rounded_laplace_entropy
-from jointcomp.recipe import recipe_to_data, validate_recipe, without_unset_added
+from jointcomp.recipe import validate_recipe
 
 from .conftest import tiny_recipe
 
@@ -65,10 +66,10 @@ def test_laplace_bits_counts_only_the_stored_entries_of_a_sparse_tensor() -> Non
 
 
 def _quantize(rate: float | None) -> dict:
-    params = {"method": "qat", "bits": {"weights": 4}, "finetune": {"epochs": 2}}
+    qat: dict = {"finetune": {"epochs": 2}}
     if rate is not None:
-        params["rate"] = rate
-    return {"quantize": params}
+        qat["rate"] = rate
+    return {"quantize": {"qat": qat, "bits": {"weights": 4}}}
 
 
 def test_rate_aware_qat_writes_a_smaller_file(tmp_path: Path) -> None:
@@ -88,17 +89,21 @@ def test_rate_aware_qat_writes_a_smaller_file(tmp_path: Path) -> None:
     assert sizes[2.0] < sizes[None]
 
 
-def test_rate_needs_qat(tmp_path: Path) -> None:
-    raw = tiny_recipe(tmp_path, stages=[{"quantize": {"method": "ptq", "rate": 0.1}}])
-    with pytest.raises(RecipeError, match="rate .* use method qat"):
+def test_rate_belongs_to_qat(tmp_path: Path) -> None:
+    raw = tiny_recipe(tmp_path, stages=[{"quantize": {"ptq": {"rate": 0.1}}}])
+    with pytest.raises(
+        RecipeError, match=r"quantize\.ptq\.rate: unknown key; allowed keys here: refit"
+    ):
+        validate_recipe(raw)
+    raw = tiny_recipe(tmp_path, stages=[{"quantize": {"rate": 0.1}}])
+    with pytest.raises(RecipeError, match=r"quantize\.rate: unknown key; allowed keys here: qat, "):
         validate_recipe(raw)
 
 
-def test_quantize_stages_without_rate_keep_their_fingerprint(tmp_path: Path) -> None:
+def test_rate_changes_the_stage_fingerprint(tmp_path: Path) -> None:
     plain = validate_recipe(tiny_recipe(tmp_path, stages=[_quantize(None)]))
     off = validate_recipe(tiny_recipe(tmp_path, stages=[_quantize(0.0)]))
     on = validate_recipe(tiny_recipe(tmp_path, stages=[_quantize(0.5)]))
-    # unset, the key is left out of what is hashed: runs fingerprinted before it existed resume
-    assert "rate" not in without_unset_added(recipe_to_data(plain))["stages"][0]["quantize"]
+    # a run interrupted with one rate does not resume with another
     assert _stage_fingerprint(plain.stages[0]) != _stage_fingerprint(on.stages[0])
     assert _stage_fingerprint(off.stages[0]) != _stage_fingerprint(on.stages[0])

@@ -1,6 +1,7 @@
 """The quantize stage inside a whole recipe: prune → decompose (low-rank + sparse) → quantize
-(QAT) → encode writes a file that loads bit-exactly, with the stage's record in the report;
-bad parameters are recipe errors that name the key."""
+(QAT, folding the batch norms first) → encode writes a file that loads bit-exactly, with the
+stage's record in the report; bad parameters — two methods, options of another method, old keys
+— are recipe errors that name the key and what is allowed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import jointcomp
 from jointcomp.errors import RecipeError
 from jointcomp.nn.quantized import IntQuantized, quantized_tensors
 from jointcomp.pipeline import run
 from jointcomp.recipe import validate_recipe
+from jointcomp.stages import QuantizeConfig
 
 from .conftest import tiny_recipe
 
@@ -22,7 +25,7 @@ JOINT = [
     {"prune": {"ratio": 0.3, "finetune": {"epochs": 1}}},
     {
         "decompose": {
-            "layers": {
+            "overrides": {
                 "block2.0": {"format": "tucker2", "rank": 0.5, "sparse": 0.05},
                 "block3.0": {"format": "cp", "rank": 6},
                 "fc": {"format": "tt", "rank": 2},
@@ -32,10 +35,9 @@ JOINT = [
     },
     {
         "quantize": {
-            "method": "qat",
-            "fold_bn": True,
+            "qat": {"finetune": {"epochs": 1}},
+            "fold": {},
             "bits": {"factors": 4, "sparse_values": 6, "weights": 6, "biases": 16},
-            "finetune": {"epochs": 1},
         }
     },
     {"encode": {"codec": "auto"}},
@@ -55,7 +57,8 @@ def test_joint_recipe_writes_a_bit_exact_quantized_file(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     stage = next(s for s in report["stages"] if s["name"] == "quantize")
     summary = stage["record"]["summary"]
-    assert {"accuracy_before", "accuracy_quantized", "accuracy_after"} <= set(summary)
+    assert {"metric_before", "metric_folded", "metric_quantized", "metric_after"} <= set(summary)
+    assert summary["method"] == "qat"
     assert len(summary["bn_folded"]) == 3
     assert {r["tensor"] for r in stage["record"]["layers"]} == set(q)
     # the file's per-layer table: a TT layer's cores count with it, with their code widths
@@ -73,27 +76,109 @@ def test_joint_recipe_writes_a_bit_exact_quantized_file(tmp_path: Path) -> None:
     )
 
 
+ALLOWED = (
+    "qat, ptq, kmeans, bits, granularity, symmetric, narrow_range, calibration, scope, "
+    "overrides, fold"
+)
+LAYER_ALLOWED = (
+    "bits, sparse_bits, granularity, symmetric, narrow_range, include_zero, scale_grid, codebook"
+)
+
+
 @pytest.mark.parametrize(
     "params,message",
     [
-        ({"method": "qat", "refit": True}, "refit .* use method ptq"),
-        ({"method": "qat", "fold_epochs": 1}, "fold_epochs .* fold_bn after"),
-        ({"method": "ptq", "fold_bn": "after", "fold_epochs": 1}, "use method qat"),
-        ({"method": "ptq", "fold_bn": "after", "fold_rounding": "qat"}, "fold_rounding qat"),
-        ({"method": "qat", "fold_rounding": "qat"}, "fold_rounding qat .* fold_bn after"),
+        # one method, each with only its own options
+        ({"qat": {}, "ptq": {}}, "give one method, qat, ptq or kmeans, not qat and ptq"),
+        ({"ptq": {}, "kmeans": {}, "qat": {}}, "not qat and ptq and kmeans"),
+        ({"ptq": {"refit": True, "rate": 1}}, r"quantize\.ptq\.rate: unknown key; .*: refit$"),
+        ({"kmeans": {"scaling": "mse"}}, r"kmeans\.scaling: unknown key; .*: iters, finetune"),
+        ({"qat": {"scaling": "minmax"}}, r"qat\.scaling: .*'stats', 'learned' or 'mse'"),
+        ({"qat": {"rate": -1}}, r"qat\.rate: .*greater than or equal to 0"),
+        # codebook overrides train beside qat's grids
         (
-            {"method": "qat", "fold_bn": "after", "fold_lr": 1e-4},
-            "fold_lr .* set fold_epochs too",
+            {"ptq": {}, "overrides": {"fc": {"codebook": True}}},
+            r"overrides \['fc'\]: codebook trains codebooks beside uniform grids under qat",
         ),
-        ({"method": "qat", "fold_bn": "after", "fold_epochs": 1, "fold_lr": 0}, r"fold_lr"),
-        ({"method": "ptq", "bits": {"factors": 1}}, "needs at least 2 bits"),
+        ({"kmeans": {}, "overrides": {"fc*": {"codebook": True}}}, r"overrides \['fc\*'\]"),
+        # a 1-bit grid holds one value: only a codebook (kmeans) has 2 values at 1 bit
+        (
+            {"ptq": {}, "bits": {"factors": 1}},
+            r"1-bit integer grids hold one value; ptq needs at least 2 bits "
+            r"\(found in \['factors'\]\)",
+        ),
+        ({"bits": {"weights": 1}}, "qat needs at least 2 bits"),
+        ({"overrides": {"fc": {"sparse_bits": 1}}}, r"found in \['fc'\]"),
+        (
+            {"ptq": {}, "bits": {"budget": {"bytes": 100, "options": [1, 4]}}},
+            r"found in \['bits\.budget\.options'\]",
+        ),
+        # unknown keys name the allowed ones
         ({"bits": {"factor": 4}}, r"bits\.factor: unknown key; allowed keys here: factors"),
+        (
+            {"overrides": {"fc": {"keep_float": True}}},
+            rf"overrides\.fc\.keep_float: .*{LAYER_ALLOWED}$",
+        ),
+        ({"fold": {"layers": ["fc"]}}, r"fold\.layers: unknown key; .*: include, exclude, exclude"),
+        # bad values
         ({"bits": {"weights": 17}}, r"bits\.weights: .*less than or equal to 16"),
-        ({"budget": {"bytes": 100, "options": [0, 4]}}, "bit widths in 1..16"),
-        ({"method": "svd"}, r"quantize\.method"),
-        ({"layers": {"fc": {"bits": 4, "granularity": "row"}}}, r"layers\.fc\.granularity"),
+        ({"bits": {"biases": 1}}, r"bits\.biases: .*greater than or equal to 2"),
+        ({"bits": {"budget": {"bytes": 100, "options": [0, 4]}}}, "bit widths in 1..16"),
+        ({"overrides": {"fc": {"bits": 4, "granularity": "row"}}}, r"overrides\.fc\.granularity"),
     ],
 )
 def test_bad_parameters_are_recipe_errors(tmp_path: Path, params: dict, message: str) -> None:
-    with pytest.raises(RecipeError, match=message):
+    with pytest.raises(RecipeError, match=message) as caught:
         validate_recipe(tiny_recipe(tmp_path, stages=[{"quantize": params}]))
+    assert "stages.0.quantize" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("method", "kmeans"),  # → qat: {} | ptq: {} | kmeans: {}
+        ("fold_bn", True),  # → fold: {}
+        ("skip", ["fc"]),  # → scope: {exclude: [fc]}
+        ("layers", {"fc": {"bits": 4}}),  # → overrides
+        ("budget", {"bytes": 100}),  # → bits.budget
+        ("finetune", {"epochs": 1}),  # → qat.finetune / kmeans.finetune
+        ("kmeans_iters", 10),  # → kmeans.iters
+        ("refit", True),  # → ptq.refit
+        ("bias_correction", True),  # → the fold stage's round.bias_correction
+        ("equalize", True),  # → the share stage's equalize
+        ("fold_epochs", 1),  # removed
+    ],
+)
+def test_old_keys_are_unknown_keys_listing_the_allowed_ones(
+    tmp_path: Path, key: str, value: object
+) -> None:
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(tiny_recipe(tmp_path, stages=[{"quantize": {key: value}}]))
+    assert f"stages.0.quantize.{key}: unknown key; allowed keys here: {ALLOWED}" in str(
+        caught.value
+    )
+    assert ", ".join(QuantizeConfig.model_fields) == ALLOWED  # every key is listed
+
+
+def test_the_method_is_qat_unless_another_is_given() -> None:
+    config = QuantizeConfig()
+    assert config.method == "qat" and config.qat is not None
+    assert config.qat.scaling == "stats" and config.qat.rate is None
+    assert QuantizeConfig(ptq={}).method == "ptq" and QuantizeConfig(ptq={}).qat is None
+    kmeans = QuantizeConfig.model_validate({"kmeans": {"iters": 5}, "bits": {"weights": 1}})
+    assert kmeans.method == "kmeans" and kmeans.kmeans.iters == 5  # 1 bit: a 2-value codebook
+    codebook = QuantizeConfig.model_validate({"overrides": {"fc": {"codebook": True}}})
+    assert codebook.method == "qat"
+    # the Python API checks the same rules
+    with pytest.raises(ValidationError, match="give one method"):
+        QuantizeConfig.model_validate({"qat": {}, "kmeans": {}})
+    with pytest.raises(ValidationError, match="needs at least 2 bits"):
+        QuantizeConfig.model_validate({"ptq": {}, "bits": {"sparse_values": 1}})
+
+
+def test_the_python_api_names_the_allowed_keys_too() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(RecipeError, match=rf"quantize\.method: unknown key; .*: {ALLOWED}$"):
+        jointcomp.quantize(model, {"method": "ptq"})
+    with pytest.raises(RecipeError, match="give one method, qat, ptq or kmeans, not qat and ptq"):
+        jointcomp.quantize(model, {"qat": {}, "ptq": {}})

@@ -10,29 +10,28 @@ import pytest
 import torch
 from torch import nn
 
-from jointcomp.audit.measure import count_params
-from jointcomp.container import open_artifact, save
+import jointcomp
+from jointcomp.nn.bnfold import fold_batchnorms
+from jointcomp.nn.modules import count_params
 from jointcomp.nn.quantized import Codebook, IntQuantized, quantized_tensors
-from jointcomp.quant import fold_batchnorms, kmeans_codebook
-from jointcomp.stages.encode import EncodeParams, EncodeStage
-from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+from jointcomp.nn.sparsity import fixed_zero_names, mark_fixed_zeros
+from jointcomp.quant import kmeans_codebook
+from jointcomp.stages import quantize as quantize_module
 
-from .quantize_util import KWARGS, LAYOUTS, factorized_small_cnn, stage_ctx
+from .quantize_util import KWARGS, LAYOUTS, factorized_small_cnn, run_quantize, small_cnn
 
 FINETUNE = {"epochs": 1, "max_batches": 2}
 
 
-def _quantize(model: nn.Module, tmp_path: Path, meta: dict | None = None, **params):
-    ctx = stage_ctx(tmp_path, meta)
-    stage = QuantizeStage(QuantizeParams.model_validate(params))
-    return stage.apply(model, ctx), ctx
+def _method(method: str) -> dict:
+    """The method's config, fine-tuning briefly where it trains."""
+    return {method: {} if method == "ptq" else {"finetune": FINETUNE}}
 
 
-def _round_trip(model: nn.Module, path: Path, meta: dict | None = None) -> nn.Module:
-    choose = EncodeStage(EncodeParams()).choose
-    sparse = set((meta or {}).get("sparse", []))
-    save(path, model, "zoo:small_cnn", KWARGS, meta=meta, choose=lambda n, t: choose(n, t, sparse))
-    loaded = open_artifact(path).model
+def _round_trip(model: nn.Module, path: Path) -> nn.Module:
+    jointcomp.save(model, path, builder="zoo:small_cnn", kwargs=KWARGS)
+    loaded = jointcomp.load(path)
+    assert fixed_zero_names(loaded) == fixed_zero_names(model)
     x = torch.randn(6, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
@@ -52,44 +51,43 @@ def _value(model: nn.Module, name: str) -> torch.Tensor:
 def test_every_layer_type_round_trips_bit_exactly(tmp_path: Path, layout: str, method: str) -> None:
     model = factorized_small_cnn(layout)
     reference = copy.deepcopy(model)
-    if layout != "spatial-tt":
+    fold = layout != "spatial-tt"
+    if fold:
         fold_batchnorms(reference)
-    model, ctx = _quantize(
-        model,
-        tmp_path,
-        method=method,
-        fold_bn=(layout != "spatial-tt"),
-        bits={"factors": 4, "sparse_values": 6, "weights": 5, "biases": 16},
-        finetune=FINETUNE,
+    bits = {"factors": 4, "sparse_values": 6, "weights": 5, "biases": 16}
+    model, record = run_quantize(
+        model, {**_method(method), "fold": {} if fold else None, "bits": bits}
     )
     quantized = quantized_tensors(model)
-    rows = ctx.record["layers"]
+    rows = record["layers"]
     assert {r["tensor"] for r in rows} == set(quantized)
     assert {r["kind"] for r in rows} >= {"factors", "biases"}
     for r in rows:
-        want = {"factors": 4, "sparse_values": 6, "weights": 5, "biases": 16}[r["kind"]]
+        want = bits[r["kind"]]
         assert r["bits"] <= want if method == "kmeans" else r["bits"] == want
         assert r["est_bytes"] > 0 and r["params"] > 0
-    summary = ctx.record["summary"]
-    assert 0 <= summary["accuracy_after"] <= 1
-    if layout != "spatial-tt":
+        assert r["method"] == ("ptq" if r["kind"] == "biases" else method)
+    summary = record["summary"]
+    assert summary["method"] == method and 0 <= summary["metric_after"] <= 1
+    if fold:
         assert len(summary["bn_folded"]) == 3
         assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    else:
+        assert "bn_folded" not in summary
+        assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     # parameters are counted as the values the model computes with, not integers + scales
     assert count_params(model) == count_params(reference)
-    _round_trip(model, tmp_path / "q.jcz", ctx.meta)
+    _round_trip(model, tmp_path / "q.jcz")
 
 
-def test_sparse_residual_keeps_its_zero_pattern(tmp_path: Path) -> None:
+def test_sparse_residual_keeps_its_zero_pattern() -> None:
     model = factorized_small_cnn("lowrank-sparse")
     before = {
         n: m.sparse.detach() != 0
         for n, m in model.named_modules()
         if hasattr(m, "jc_sparse_tensors")
     }
-    model, _ = _quantize(
-        model, tmp_path, method="qat", bits={"factors": 4, "sparse_values": 3}, finetune=FINETUNE
-    )
+    model, _ = run_quantize(model, {**_method("qat"), "bits": {"factors": 4, "sparse_values": 3}})
     for name, mask in before.items():
         p = quantized_tensors(model)[f"{name}.sparse"]
         assert isinstance(p, IntQuantized) and p.scale.numel() == 1 and p.zero_point.item() == 0
@@ -121,47 +119,64 @@ def test_kmeans_codebook_pins_zero_and_round_trips(tmp_path: Path) -> None:
     model = factorized_small_cnn("svd-tucker-cp")
     with torch.no_grad():
         model.fc.first.weight[:, ::2] = 0
-    model, ctx = _quantize(
-        model,
-        tmp_path,
-        {"sparse": ["fc.first.weight"]},
-        method="kmeans",
-        bits={"factors": 4},
-        finetune=FINETUNE,
-    )
+    mark_fixed_zeros(model, ["fc.first.weight"])
+    model, _ = run_quantize(model, {**_method("kmeans"), "bits": {"factors": 4}})
     p = quantized_tensors(model)["fc.first.weight"]
     assert isinstance(p, Codebook) and p.zero_index == 0
     assert bool((model.fc.first.weight[:, ::2] == 0).all())
-    loaded = _round_trip(model, tmp_path / "k.jcz", ctx.meta)
+    loaded = _round_trip(model, tmp_path / "k.jcz")
+    assert "fc.first.weight" in fixed_zero_names(loaded)
     assert torch.equal(loaded.fc.first.parametrizations.weight[0].indices, p.indices)
 
 
-def test_skip_patterns_and_overrides(tmp_path: Path) -> None:
+def test_scope_and_overrides() -> None:
     model = factorized_small_cnn("svd-tucker-cp")
-    model, ctx = _quantize(
+    model, record = run_quantize(
         model,
-        tmp_path,
-        method="ptq",
-        skip=["block1.*"],
-        layers={"fc*": {"bits": 6, "granularity": "tensor"}, "block3*": {"keep_float": True}},
-        bits={"factors": 3, "weights": 8},
+        {
+            "ptq": {},
+            "scope": {"exclude": ["block1.*", "block3*"]},
+            "overrides": {"fc*": {"bits": 6, "granularity": "tensor"}},
+            "bits": {"factors": 3, "weights": 8},
+        },
     )
     q = quantized_tensors(model)
     assert not any(n.startswith(("block1.", "block3.")) for n in q)
     assert q["fc.first.weight"].bits == 6 and q["fc.first.weight"].scale.numel() == 1
     assert q["block2.0.core.weight"].bits == 3 and q["block2.0.core.weight"].scale.numel() > 1
-    reasons = {f["name"]: f["reason"] for f in ctx.record["float"]}
-    assert reasons["block1.0.first.weight"] == "matches a skip pattern"
-    assert reasons["block3.0.first.weight"] == "layer override keep_float"
+    reasons = {f["name"]: f["reason"] for f in record["float"]}
+    assert reasons["block1.0.first.weight"] == "out of scope"
+    assert reasons["block3.0.first.weight"] == "out of scope"
     assert reasons["fc.second.bias"] == "bits.biases is null"
 
 
+@pytest.mark.parametrize(
+    "build,classifier",
+    [
+        (small_cnn, {"fc.weight", "fc.bias"}),
+        (  # an SVD classifier: both of its sub-layers are the output layer
+            lambda: factorized_small_cnn("svd-tucker-cp"),
+            {"fc.first.weight", "fc.second.weight", "fc.second.bias"},
+        ),
+    ],
+    ids=["plain", "svd"],
+)
+def test_classifier_can_be_left_float(build, classifier: set[str]) -> None:
+    model, record = run_quantize(build(), {"ptq": {}, "scope": {"exclude_classifier": True}})
+    q = quantized_tensors(model)
+    assert "block3.0.weight" in q or "block3.0.first.weight" in q
+    assert not any(n.startswith("fc.") for n in q)
+    reason = "classifier (scope.exclude_classifier)"
+    assert {f["name"] for f in record["float"] if f["reason"] == reason} == classifier
+
+
 def test_auto_granularity_keeps_per_channel_scales_for_long_channels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("jointcomp.stages.quantize.AUTO_MIN_PER_CHANNEL", 20)
+    monkeypatch.setattr(quantize_module, "AUTO_MIN_PER_CHANNEL", 20)
     model = factorized_small_cnn("svd-tucker-cp")
-    model, _ = _quantize(model, tmp_path, method="ptq", granularity="auto", bits={"factors": 4})
+    params = {"ptq": {}, "granularity": "auto", "bits": {"factors": 4}}
+    model, _ = run_quantize(model, params)
     q = quantized_tensors(model)
     assert q["block2.0.core.weight"].scale.numel() == 8  # 4·3·3 = 36 values per channel
     assert q["block2.0.first.weight"].scale.numel() == 1  # 16 values per channel

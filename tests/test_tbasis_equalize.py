@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from jointcomp.quant.tbasis_equalize import equalize_tbasis
+from jointcomp.nn.tbasis_equalize import equalize_tbasis
 
 from .test_tbasis_layers import shared_small_cnn
 
@@ -92,56 +92,128 @@ def test_coupled_rows_are_left_in_place() -> None:
     assert info["layers"]["block2.0"] == info["layers"]["block3.0"] == "coupled"
 
 
-@pytest.mark.parametrize(
-    "fold", [{"fold_epochs": 1}, {"fold_epochs": 1, "fold_lr": 1e-5}, {"fold_rounding": "qat"}]
-)
-def test_quantize_folds_every_batch_norm_onto_qat_grids(tmp_path, fold: dict) -> None:
-    """``fold_bn: after`` with ``fold_epochs`` or ``fold_rounding: qat``: the plain conv's
-    batch norm is folded before QAT, the T-Basis layers' after it, and their folded scales and
-    biases then go on QAT's 4-bit grids (trained on them for ``fold_epochs``); no batch norm
-    is left, every T-Basis table was equalized first, and the exported network is the one
-    whose accuracy was measured on those grids. The epochs after the fold train at
-    ``fold_lr`` when it is set, QAT's rate otherwise."""
-    from jointcomp.nn.quantized import quantized_tensors
-    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
+def test_share_equalizes_last_and_keeps_the_function() -> None:
+    """``share`` with ``equalize`` (its default) ends with the tables equalized: every
+    coefficient row at max-abs 1, the convs' magnitudes in their batch norms, and the network
+    computing what it computes without equalization."""
+    from jointcomp.context import Context
+    from jointcomp.models import build_model
+    from jointcomp.stages.share import ShareConfig, share
 
-    from .quantize_util import stage_ctx
+    from .test_tbasis_layers import KW
 
-    model = _uneven_model()
-    params = QuantizeParams(
-        bits={"factors": 4, "weights": 8, "norms": 4, "biases": 4},
-        granularity="auto",
-        fold_bn="after",
-        finetune={"epochs": 1, "max_batches": 2},
-        **fold,
+    x = torch.randn(16, 1, 8, 8)
+    outputs, records, tables = {}, {}, {}
+    for equalize in (False, True):
+        torch.manual_seed(0)
+        model = build_model("zoo:small_cnn", KW).eval()
+        config = ShareConfig(
+            basis=4,
+            rank=3,
+            fit_steps=0,  # the packed start: its magnitudes are uneven enough
+            fit_batches=0,
+            bn_batches=0,
+            scope={"exclude": ["block1.0"]},
+            equalize=equalize,
+        )
+        model, records[equalize] = share(model, config, Context())
+        tables[equalize] = model.fc.coefficients
+        with torch.no_grad():
+            outputs[equalize] = model(x)
+    assert "equalized" not in records[False]
+    layers = records[True]["equalized"]["layers"]
+    assert layers == {"block2.0": "block2.1", "block3.0": "block3.1", "fc": "cores"}
+    peaks = {k: t.coef.abs().amax(dim=1) for k, t in tables.items()}
+    assert torch.allclose(peaks[True], torch.ones_like(peaks[True]))
+    assert not torch.allclose(peaks[False], torch.ones_like(peaks[False]))
+    assert _rel(outputs[True], outputs[False]) < 1e-4
+
+
+def _digits_context(train: dict | None = None):
+    from jointcomp.data import load_data
+
+    from .stage_util import bundle_context
+
+    if not _DIGITS:
+        _DIGITS.append(load_data("digits", None, 0.2, 0, None))
+    return bundle_context(_DIGITS[0], train=train)
+
+
+_DIGITS: list = []
+QAT_BRIEF = {"finetune": {"epochs": 1, "max_batches": 2, "lr": 1e-4}}
+
+
+def _qat_then_fold(model: nn.Module) -> tuple[nn.Module, dict, dict, nn.Module]:
+    """The T-Basis recipe's steps after share on ``model``: its tables equalized (as share
+    leaves them), QAT of tables and plain weights with the plain conv's batch norm folded
+    first (the T-Basis layers' still training), then the fold stage folding the rest into
+    output scales and biases on 6-bit grids. Returns the model, both records and the model as
+    QAT left it."""
+    from jointcomp.stages.fold import FoldConfig, fold
+    from jointcomp.stages.quantize import QuantizeConfig, quantize
+
+    equalize_tbasis(model)
+    config = QuantizeConfig.model_validate(
+        {
+            "qat": QAT_BRIEF,
+            "fold": {"include": ["conv1", "block1.0"]},
+            "bits": {"factors": 4, "weights": 8, "biases": 6, "norms": None},
+            "granularity": "auto",
+        }
     )
-    stage = QuantizeStage(params)
-    ctx = stage_ctx(tmp_path)
-    rates: dict[str, float | None] = {}
-    finetune = ctx.finetune
+    context = _digits_context({"epochs": 1, "lr": 0.002})
+    model, quantized = quantize(model, config, context)
+    after_qat = copy.deepcopy(model)
+    rounding = {"scales": {"bits": 6, "symmetric": False}, "biases": {"bits": 6}}
+    model, folded = fold(model, FoldConfig.model_validate({"round": rounding}), context)
+    return model, quantized, folded, after_qat
 
-    def spy(model, spec, description, **kw):
-        rates[description] = spec.lr
-        return finetune(model, spec, description=description, **kw)
 
-    ctx.finetune = spy  # type: ignore[method-assign]
-    model = stage.apply(model, ctx)
-    summary = ctx.record["summary"]
-    epochs = fold.get("fold_epochs", 0)
-    after = {"quantize (qat, folded)": fold.get("fold_lr", rates["quantize (qat)"])}
-    assert rates == {"quantize (qat)": rates["quantize (qat)"], **(after if epochs else {})}
-    assert summary["bn_folded_first"] == ["block1.1"]
-    assert summary["bn_folded"] == ["block2.1", "block3.1"] and summary["fold_epochs"] == epochs
-    assert ("fold_finetune_loss" in summary) == bool(epochs)
-    if not epochs:  # no training after the fold: export keeps what was measured
-        assert summary["accuracy_after"] == summary["accuracy_folded"]
-    assert set(summary["equalized"]["layers"]) == {"block2.0", "block3.0", "fc"}
+@pytest.fixture(scope="module")
+def qat_folded() -> tuple[nn.Module, dict, dict, nn.Module]:
+    return _qat_then_fold(_uneven_model())
+
+
+def test_qat_then_fold_leaves_every_batch_norm_folded_on_grids(qat_folded) -> None:
+    """``quantize`` with ``fold`` on the plain conv folds its batch norm before QAT; the fold
+    stage afterwards takes the T-Basis layers' into their output scales and biases and rounds
+    those on its grids: no batch norm is left and every folded tensor is integers × scale."""
+    from jointcomp.nn.quantized import quantized_tensors
+
+    model, quantized, folded, _ = qat_folded
+    summary = quantized["summary"]
+    assert [(f["name"], f["into"]) for f in summary["bn_folded"]] == [("block1.1", "block1.0")]
+    assert {f["name"] for f in summary["bn_not_folded"]} == {"block2.1", "block3.1"}
+    assert {(f["name"], f["into"]) for f in folded["folded"]} == {
+        ("block2.1", "block2.0"),
+        ("block3.1", "block3.0"),
+    }
+    assert folded["not_folded"] == []
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    rows = {r["tensor"]: r for r in ctx.record["layers"]}
-    for name in ("block2.0.out_scale", "block2.0.bias", "block3.0.out_scale"):
-        assert rows[name]["method"] == "qat" and rows[name]["bits"] == 4
+    rounded = {r["tensor"]: r["bits"] for r in folded["rounded"]}
+    names = [f"{p}.{t}" for p in ("block2.0", "block3.0") for t in ("out_scale", "bias")]
+    assert rounded == dict.fromkeys(names, 6)
     q = quantized_tensors(model)
-    assert int(q["block3.0.bias"].int_repr.abs().max()) <= 7  # a signed 4-bit grid
+    for name in names:
+        assert q[name].bits == 6, name
+    assert int(q["block3.0.bias"].int_repr.abs().max()) <= 31  # a signed 6-bit grid
+    assert int(q["block3.0.out_scale"].int_repr.min()) >= 0  # the offset grid of the scales
+
+
+def test_fold_after_qat_keeps_the_function_and_round_moves_it_little(qat_folded) -> None:
+    """The fold into a quantized T-Basis layer computes what layer + batch norm did; rounding
+    the folded scales and biases on 6-bit grids changes the outputs only slightly."""
+    from jointcomp.stages.fold import FoldConfig, fold
+
+    model, _, _, after_qat = qat_folded
+    x = torch.randn(32, 1, 8, 8)
+    with torch.no_grad():
+        reference = after_qat.eval()(x)
+    exact, record = fold(copy.deepcopy(after_qat), FoldConfig(), _digits_context())
+    assert len(record["folded"]) == 2 and "rounded" not in record
+    with torch.no_grad():
+        assert _rel(exact(x), reference) < 1e-5
+        assert 0 < _rel(model(x), reference) < 0.1
 
 
 class _Unrolled(nn.Module):
@@ -162,26 +234,14 @@ class _Unrolled(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
-def test_batch_norms_outside_sequentials_fold_onto_qat_grids(tmp_path) -> None:
-    """Mid-QAT the plain conv is a brevitas layer and the tables are parametrized, which fx
-    cannot trace through: the fold still finds every T-Basis layer's batch norm, so each
-    folded scale and bias goes on QAT's grid instead of being rounded after it."""
-    from jointcomp.stages.quantize import QuantizeParams, QuantizeStage
-
-    from .quantize_util import stage_ctx
-
-    model = _Unrolled(_uneven_model()).eval()
-    params = QuantizeParams(
-        bits={"factors": 4, "weights": 8, "norms": 6, "biases": 6},
-        fold_bn="after",
-        fold_rounding="qat",
-        finetune={"epochs": 1, "max_batches": 2},
-    )
-    ctx = stage_ctx(tmp_path)
-    model = QuantizeStage(params).apply(model, ctx)
-    summary = ctx.record["summary"]
-    assert summary["bn_folded_first"] == ["bn1"] and summary["bn_folded"] == ["bn2", "bn3"]
-    rows = {r["tensor"]: r for r in ctx.record["layers"]}
-    for name in ("conv2.out_scale", "conv2.bias", "conv3.out_scale", "conv3.bias"):
-        assert rows[name]["method"] == "qat", name
-    assert summary["accuracy_after"] == summary["accuracy_folded"]
+def test_batch_norms_outside_sequentials_are_found_after_qat() -> None:
+    """After QAT the plain conv's weight and the tables are parametrized: the fold still traces
+    which batch norm follows which layer where no Sequential says so."""
+    model, quantized, folded, _ = _qat_then_fold(_Unrolled(_uneven_model()).eval())
+    assert [f["name"] for f in quantized["summary"]["bn_folded"]] == ["bn1"]
+    assert {(f["name"], f["into"]) for f in folded["folded"]} == {
+        ("bn2", "conv2"),
+        ("bn3", "conv3"),
+    }
+    assert all(f["found_by"] == "fx" for f in folded["folded"])
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

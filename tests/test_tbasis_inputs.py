@@ -11,7 +11,7 @@ from torch import nn
 
 from jointcomp.stages.share_inputs import input_metrics, square_root_metric
 from jointcomp.tensor.tbasis import fit_tbasis, pad_weight, plan_modes, tbasis_matrix
-from jointcomp.train import recalibrate_batchnorm
+from jointcomp.training import recalibrate_batchnorm
 
 
 def test_square_root_metric_squares_to_the_ridged_moment() -> None:

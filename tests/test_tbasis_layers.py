@@ -3,10 +3,7 @@ file and rebuilt as one object, counted once, and bit-exact after save + open_ar
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -15,10 +12,7 @@ from torch import nn
 
 from jointcomp.audit.measure import count_params
 from jointcomp.container import open_artifact, save
-from jointcomp.container.artifact import read_header
-from jointcomp.container.framing import MAGIC, unpack
-from jointcomp.container.header_dict import HEADER_DICT
-from jointcomp.container.manifest import Manifest, rebuild_structure
+from jointcomp.container.framing import pack, unpack
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import IntQuantized, attach, quantized_tensors
 from jointcomp.nn.tbasis import (
@@ -230,7 +224,7 @@ def test_consecutive_rows_are_described_by_the_first() -> None:
 
 
 def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path) -> None:
-    from jointcomp.nn.tbasis_bn import fold_batchnorms
+    from jointcomp.nn.bnfold import fold_batchnorms
 
     model, _, _ = shared_small_cnn()
     with torch.no_grad():
@@ -243,9 +237,17 @@ def test_batchnorms_fold_into_shared_layers_and_survive_the_file(tmp_path: Path)
     x = torch.randn(8, 1, 8, 8)
     with torch.no_grad():
         before = model(x)
+    plain_weight = model.block1[0].weight.detach().clone()
     folded, skipped = fold_batchnorms(model)
-    assert folded == ["block2.1", "block3.1"] and skipped == []  # block1 is a plain conv
-    assert isinstance(model.block2[1], nn.Identity)
+    assert skipped == []
+    # one fold for every layer type: the plain conv's weight rows, the shared layers' out_scale
+    assert {f["name"]: f["into"] for f in folded} == {
+        "block1.1": "block1.0",
+        "block2.1": "block2.0",
+        "block3.1": "block3.0",
+    }
+    assert all(isinstance(model.get_submodule(f["name"]), nn.Identity) for f in folded)
+    assert not torch.equal(model.block1[0].weight, plain_weight)
     layer = model.get_submodule("block2.0")
     assert layer.jc_config()["out_scale"] and layer.jc_config()["bias"]
     assert list(dict(layer.named_parameters(recurse=False))) == ["out_scale", "bias"]
@@ -270,13 +272,12 @@ class _CountingScale(nn.Module):
 
 
 def _fit_with_parametrized_basis(cached: bool) -> tuple[int, list[torch.Tensor]]:
-    """One epoch of ``train.fit`` on random data, the shared basis parametrized; returns the
+    """One epoch of ``training.fit`` on random data, the shared basis parametrized; returns the
     parametrization's calls and the trained parameters."""
     from torch.nn.utils import parametrize
     from torch.utils.data import TensorDataset
 
-    from jointcomp import train
-    from jointcomp.recipe import TrainSpec
+    from jointcomp.training import TrainSpec, fit
 
     model, basis, _ = shared_small_cnn()
     counter = _CountingScale()
@@ -289,7 +290,7 @@ def _fit_with_parametrized_basis(cached: bool) -> tuple[int, list[torch.Tensor]]
         real = parametrize.cached
         parametrize.cached = lambda: __import__("contextlib").nullcontext()
     try:
-        train.fit(model, data, spec, batch_size=8, seed=0)
+        fit(model, data, spec, batch_size=8, seed=0)
     finally:
         if not cached:
             parametrize.cached = real
@@ -308,21 +309,13 @@ def test_training_runs_a_shared_parametrization_once_per_step() -> None:
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def _file_with_minor(header: dict, payload: bytes, minor: int) -> bytes:
-    """A file image of ``header`` and ``payload`` that says it is format 1.``minor``."""
-    text = json.dumps(header, separators=(",", ":")).encode()
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
-    body = deflater.compress(text) + deflater.flush()
-    out = struct.pack("<8sHHII", MAGIC, 1, minor, len(body), zlib.crc32(body)) + body + payload
-    return out + hashlib.sha256(out).digest()
-
-
 def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
     tmp_path: Path,
 ) -> None:
-    """Format 1.4: a T-Basis layer's edit lists neither the conv geometry of the layer it
-    replaces nor the basis settings of the T-Basis edit before it, and a quantizer not the shape
-    of its tensor; the 1.3 spelling of every argument opens to the same module, and is larger."""
+    """A T-Basis layer's edit lists neither the conv geometry of the layer it replaces nor the
+    basis settings of the T-Basis edit before it (nor its table rows, which follow on), and a
+    quantizer not the shape of its tensor; a header that spells every argument out still opens
+    to the same module, and is larger."""
     model, basis, _ = shared_small_cnn()
     attach(basis, "basis", IntQuantized.from_ints(torch.randint(-7, 8, (B, R, N, R)), 0.05, bits=4))
     save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
@@ -334,7 +327,7 @@ def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
     first, second = edits[("block2.0", "TBasisConv2d")], edits[("block3.0", "TBasisConv2d")]
     assert not geometry & set(first) and settings <= set(first)
     assert not (geometry | settings) & set(second)
-    # 1.5: its table rows start where the previous layer's end, so they are left out too
+    # its table rows start where the previous layer's end, so they are left out too
     assert "rows" not in second
     assert model.block3[0].row_list[0] == model.block2[0].row_list[-1] + 1
     assert edits[("block2.0.basis", "@parametrize")]["basis"][0][1] == {"bits": 4}
@@ -349,53 +342,25 @@ def test_header_leaves_out_what_the_replaced_layer_and_previous_edit_imply(
             module = loaded.get_submodule(path)
             edit[2] = MODULE_TYPES[kind].config(module)
     opened = open_artifact(image)
-    spelled["tensors"] = [{k: v for k, v in e.items()} for e in opened.entries]
-    spelled["model"]["shared"] = opened.manifest.shared  # 1.6 implies them
-    old = _file_with_minor(spelled, bytes(frame.payload), 3)
-    assert len(old) > len(image)
+    spelled["tensors"] = [dict(e) for e in opened.entries]
+    spelled["model"]["shared"] = opened.manifest.shared
+    verbose = pack(spelled, [bytes(frame.payload)])
+    assert len(verbose) > len(image)
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-        assert torch.equal(model(x), open_artifact(old).model(x))
+        assert torch.equal(model(x), open_artifact(verbose).model(x))
 
 
-def test_files_before_1_4_take_left_out_arguments_as_defaults() -> None:
-    """A 1.3 edit that leaves out an argument means its default, not the replaced layer's: a
-    T-Basis conv with the default padding 0 where the conv had padding 1."""
-    conv = build_model("zoo:small_cnn", KW).block2[0]
-    plan = plan_modes(conv.out_channels, conv.in_channels, N, conv.kernel_size)
-    config = {
-        "in_channels": conv.in_channels,
-        "out_channels": conv.out_channels,
-        "kernel_size": [3, 3],
-        "out_modes": list(plan.out_modes),
-        "in_modes": list(plan.in_modes),
-        "basis_size": B,
-        "rank": R,
-        "mode": N,
-        "rows": 0,
-        "table_rows": plan.cores,
-    }
-    padding = {}
-    for implied in (False, True):
-        manifest = Manifest("zoo:small_cnn", KW, [["block2.0", "TBasisConv2d", config]])
-        manifest.implied = implied
-        root, _ = rebuild_structure(build_model("zoo:small_cnn", KW), manifest)
-        padding[implied] = root.block2[0].spec.padding
-    assert padding == {False: (0, 0), True: (1, 1)}
-
-
-def test_quantized_folded_tbasis_header_is_smaller_in_1_5_and_1_4_files_still_open(
-    tmp_path: Path,
-) -> None:
-    """Format 1.5 DEFLATEs the header with the 1.1 dictionary extended by quantized T-Basis
-    records (quantizer edits, folded batch norms, shared tables): such a file's header is
-    smaller than with the 1.4 dictionary, and the same header written as 1.4 (with the table
-    rows 1.5 leaves out) still opens to the same module."""
-    from jointcomp.nn.tbasis_bn import fold_batchnorms
+def test_quantized_folded_tbasis_model_loads_bit_exact(tmp_path: Path) -> None:
+    """A T-Basis network as quantize and fold leave it (quantized basis and tables, batch norms
+    folded into quantized output scales and biases) reads back bit-exactly, its table rows
+    left out; the same header with every layer's first row spelled out
+    opens to the same module and is larger."""
+    from jointcomp.nn.bnfold import fold_batchnorms
 
     model, basis, table = shared_small_cnn()
-    fold_batchnorms(model)
+    fold_batchnorms(model, lambda name: name != "block1.0")  # the T-Basis layers' only
     gen = torch.Generator().manual_seed(0)
 
     def ints(shape: tuple[int, ...], lo: int, hi: int) -> torch.Tensor:
@@ -414,23 +379,22 @@ def test_quantized_folded_tbasis_header_is_smaller_in_1_5_and_1_4_files_still_op
     save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
     image = (tmp_path / "m.jcz").read_bytes()
     frame = unpack(image)
-    assert frame.minor == 6
-    # 1.4 needs every layer's first row, shared module and raw coder parameters
-    _, manifest, entries, _ = read_header(image)
+    loaded = open_artifact(image).model
+    assert isinstance(loaded.block2[1], nn.Identity)
+    assert isinstance(loaded.block1[1], nn.BatchNorm2d)  # the plain conv's was left out
+    q = quantized_tensors(loaded)
+    assert {"block2.0.out_scale", "block2.0.bias", "block3.0.out_scale", "block3.0.bias"} <= set(q)
     spelled = json.loads(json.dumps(frame.header))
-    spelled["model"]["shared"] = manifest.shared
-    spelled["tensors"] = entries
     for path, kind, config in spelled["model"]["edits"]:
         if kind.startswith("TBasis"):
             config["rows"] = model.get_submodule(path).row_list[0]
-    as_1_4 = _file_with_minor(spelled, bytes(frame.payload), 4)
-    without_rows = _file_with_minor(frame.header, bytes(frame.payload), 4)
-    assert len(image) < len(without_rows) - 60 < len(as_1_4) - 60
+    with_rows = pack(spelled, [bytes(frame.payload)])
+    assert len(image) < len(with_rows)
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         expected = model(x)
-        assert torch.equal(open_artifact(image).model(x), expected)
-        assert torch.equal(open_artifact(as_1_4).model(x), expected)
+        assert torch.equal(loaded(x), expected)
+        assert torch.equal(open_artifact(with_rows).model(x), expected)
 
 
 def test_rows_that_do_not_follow_the_previous_layers_are_stored(tmp_path: Path) -> None:

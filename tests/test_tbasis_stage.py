@@ -1,23 +1,30 @@
 """Stage ``share`` end to end: the T-Basis recipe (shrunk to small_cnn on digits) runs share →
-quantize → encode; the basis is quantized and stored once and counted once; the file decodes
-bit-exactly."""
+quantize → fold → encode; the basis is quantized and stored once and counted once; the file
+decodes bit-exactly to the model that went into encode."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from filelock import FileLock
+from torch import nn
 
+import jointcomp
+import jointcomp.pipeline
 from jointcomp.audit.measure import count_params
 from jointcomp.cli import cli
 from jointcomp.container import open_artifact
 from jointcomp.models import build_model
 from jointcomp.nn.tbasis import TBasisConv2d, TBasisLinear, shared_modules
-from jointcomp.recipe import load_recipe
-from jointcomp.stages.share import ShareParams, ShareStage
+from jointcomp.recipe import load_recipe, load_recipe_data
+from jointcomp.stages.share import ShareConfig, _assign_rows, _plan
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/resnet32-fashion-tbasis.yaml"
@@ -31,7 +38,7 @@ SMALL = [
     "stages.0.share.rank=8",
     "stages.0.share.fit_steps=10",
     "stages.0.share.finetune.epochs=1",
-    "stages.1.quantize.finetune.epochs=1",
+    "stages.1.quantize.qat.finetune.epochs=1",
     "audit.latency=false",
     "audit.html=false",
 ]
@@ -39,25 +46,55 @@ SMALL = [
 
 def test_recipe_validates_as_written() -> None:
     recipe = load_recipe(RECIPE, ["data.limit=2000", "train.epochs=1"])
-    assert [s.name for s in recipe.stages] == ["share", "quantize", "encode"]
+    assert [s.stage for s in recipe.stages] == ["share", "quantize", "fold", "encode"]
     assert recipe.model.builder == "zoo:resnet32" and recipe.data.dataset == "fashion-mnist"
+
+
+BEFORE_ENCODE = "before_encode.pt"  # the run's model as it went into encode: tensors, outputs
+
+
+def _run_recipe(out: Path) -> None:
+    """Run the shrunk recipe into ``out``, keeping the state dict of the model encode was
+    given and its outputs on a fixed batch."""
+    args = ["run", str(RECIPE), "-q", "-o", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    seen: list[nn.Module] = []
+    encode = jointcomp.pipeline.encode
+
+    def spy(model: nn.Module, *a, **kw):
+        seen.append(copy.deepcopy(model).to("cpu").eval())
+        return encode(model, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jointcomp.pipeline, "encode", spy)
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (before,) = seen
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = before(x)
+    torch.save({"state": before.state_dict(), "x": x, "y": y}, out / BEFORE_ENCODE)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tbasis") / "run"
-    args = ["run", str(RECIPE), "-q", "-o", str(out)]
-    for s in SMALL:
-        args += ["--set", s]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    """The run's folder; under pytest-xdist one run for all workers of the session."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        out = tmp_path_factory.mktemp("tbasis") / "run"
+        _run_recipe(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent  # the session's, shared by its workers
+    out = root / "tbasis-recipe-run"
+    with FileLock(str(root / "tbasis-recipe-run.lock")):
+        if not (out / BEFORE_ENCODE).exists():
+            shutil.rmtree(out, ignore_errors=True)  # a failed attempt's leftovers
+            _run_recipe(out)
     return out
 
 
-def _recipe_quantize() -> dict:
-    from jointcomp.recipe import load_recipe_data
-
-    return load_recipe_data(RECIPE)["stages"][1]["quantize"]
+def _recipe_stage(index: int, name: str) -> dict:
+    return load_recipe_data(RECIPE)["stages"][index][name]
 
 
 def _stages(run_dir: Path) -> dict[str, dict]:
@@ -91,38 +128,35 @@ def test_quantize_quantizes_the_shared_basis_once(run_dir: Path) -> None:
     assert sum(t.endswith(".coefficients.coef") for t in tensors) == 1
     bits = {r["tensor"].rpartition(".")[2]: r["bits"] for r in rows}
     assert bits["basis"] == bits["coef"] == bits["rank_scale"] == 4
-    assert bits["out_scale"] == _recipe_quantize()["layers"]["*.out_scale"]["bits"]
     grain = {r["tensor"].rpartition(".")[2]: r["granularity"] for r in rows}
     # the recipe's granularity: tensor, or auto (a scale per basis element, whose 8×9×8
     # values are enough; one for each table of short coefficient rows)
-    spec = _recipe_quantize()
+    spec = _recipe_stage(1, "quantize")
     want = {"tensor": "tensor", "auto": "channel"}[spec["granularity"]]
     assert grain["basis"] == want and grain["rank_scale"] == "tensor"
-    # a layer override may give the coefficient table a scale per row (per core)
-    rows = spec["layers"].get("*.coef", {}).get("granularity", "tensor")
+    # an override may give the coefficient table a scale per row (per core)
+    rows = spec["overrides"].get("*.coef", {}).get("granularity", "tensor")
     assert grain["coef"] == {"channel": "channel", "auto": "tensor", "tensor": "tensor"}[rows]
 
 
 def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
-    """The recipe's quantize ``fold_bn: after``: QAT trains with the batch norms, then they go
-    into the T-Basis layers' output scales and biases, which train on their grids for
-    ``fold_epochs`` more epochs (or are rounded, without them)."""
+    """QAT trains with the T-Basis layers' batch norms (quantize folds only the plain stem's,
+    which small_cnn does not have); then the fold stage takes them into the T-Basis layers'
+    output scales and biases and rounds those on the recipe's grids."""
     stages = _stages(run_dir)
     assert "bn_folded" not in stages["share"]["record"]
-    quantize = stages["quantize"]["record"]
-    assert quantize["summary"]["bn_folded"] == ["block1.1", "block2.1", "block3.1"]
-    assert quantize["summary"]["bn_folded_first"] == []  # small_cnn has no plain conv → BN
-    rows = {r["tensor"]: r for r in quantize["layers"]}
-    spec = _recipe_quantize()
-    assert rows["block2.0.out_scale"]["bits"] == spec["layers"]["*.out_scale"]["bits"]
-    assert rows["block2.0.bias"]["bits"] == spec["bits"]["biases"]
-    # fold_epochs: the folded scales and biases were trained on their grids, not rounded
-    trained = "qat" if spec.get("fold_epochs") else "ptq"
-    assert rows["block2.0.out_scale"]["method"] == rows["block2.0.bias"]["method"] == trained
-    assert quantize["summary"].get("fold_epochs", 0) == spec.get("fold_epochs", 0)
-    # accuracy before the fold is recorded; batch norms re-estimated only when asked
-    assert "accuracy_trained" in quantize["summary"]
-    assert ("accuracy_reestimated" in quantize["summary"]) == bool(spec.get("bn_reestimate"))
+    assert stages["quantize"]["record"]["summary"]["bn_folded"] == []
+    fold = stages["fold"]["record"]
+    assert {(f["name"], f["into"]) for f in fold["folded"]} == {
+        ("block1.1", "block1.0"),
+        ("block2.1", "block2.0"),
+        ("block3.1", "block3.0"),
+    }
+    assert fold["not_folded"] == []
+    rounding = _recipe_stage(2, "fold")["round"]
+    rounded = {r["tensor"]: r["bits"] for r in fold["rounded"]}
+    assert rounded["block2.0.out_scale"] == rounding["scales"]["bits"]
+    assert rounded["block2.0.bias"] == rounding["biases"]["bits"]
     model = open_artifact(run_dir / "model.jcz", trust=True).model
     assert isinstance(model.block2[1], torch.nn.Identity)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -139,15 +173,15 @@ def test_quantize_records_its_training_steps_and_time(run_dir: Path) -> None:
     assert summary["finetune_seconds"] > 0
 
 
-def test_quantize_equalizes_the_tables_first(run_dir: Path) -> None:
-    summary = _stages(run_dir)["quantize"]["record"]["summary"]
-    moved = summary["equalized"]["layers"]
+def test_share_equalizes_the_tables_last(run_dir: Path) -> None:
+    stages = _stages(run_dir)
+    moved = stages["share"]["record"]["equalized"]["layers"]
     # each conv's magnitude went into its batch norm; the classifier has none to take it
     assert moved == {"block1.0": "block1.1", "block2.0": "block2.1", "block3.0": "block3.1"} | {
         "fc": "cores"
     }
     # re-estimated batch norms: right after the quantizers go in, the network is not at chance
-    assert summary["accuracy_quantized"] > 0.15
+    assert stages["quantize"]["record"]["summary"]["metric_quantized"] > 0.15
 
 
 def test_share_fits_in_the_input_metric_and_recalibrates(run_dir: Path) -> None:
@@ -176,12 +210,39 @@ def test_file_decodes_bit_exactly_with_one_basis(run_dir: Path) -> None:
     assert table_row["type"].startswith("TBasisCoefficients")
 
 
+def test_file_holds_the_model_that_went_into_encode(run_dir: Path) -> None:
+    """The module read from the file is the one encode was given: its structure computes the
+    same outputs bit for bit from the same tensors, and every tensor comes back exactly (the
+    recipe's ``float_storage: f16`` rounds the float32 tensors not stored as log-grid codes —
+    quantizer scales — and nothing else)."""
+    before = torch.load(run_dir / BEFORE_ENCODE, weights_only=True)
+    loaded = jointcomp.load(run_dir / "model.jcz")
+    ours, theirs = before["state"], loaded.state_dict()
+    assert list(ours) == list(theirs)
+    rounded = {}
+    for name, tensor in ours.items():
+        if tensor.dtype == torch.float32 and not torch.equal(theirs[name], tensor):
+            assert torch.equal(theirs[name], tensor.half().float()), name
+            rounded[name] = tensor
+        else:
+            assert torch.equal(theirs[name], tensor), name
+    f16 = _recipe_stage(3, "encode").get("float_storage") == "f16"
+    assert bool(rounded) == f16 and all(name.endswith(".scale") for name in rounded)
+    x = before["x"]
+    with torch.no_grad():
+        from_file = loaded(x)
+        loaded.load_state_dict(ours)  # the file's structure, the encoded model's tensors
+        assert torch.equal(loaded(x), before["y"])
+    torch.testing.assert_close(from_file, before["y"], rtol=0.01, atol=0.01)
+
+
 def test_coupled_layers_share_leading_rows() -> None:
     model = build_model("zoo:resnet20", {"in_channels": 1, "num_classes": 10, "image_size": 8})
-    params = ShareParams(basis=4, rank=4, coupled=True, coupled_cores=2, skip=["conv1"])
-    stage = ShareStage(params)
-    candidates, _ = stage._plan(model, params)
-    n_rows = stage._assign_rows(candidates, params)
+    config = ShareConfig(
+        basis=4, rank=4, coupled=True, coupled_cores=2, scope={"exclude": ["conv1"]}
+    )
+    candidates, _ = _plan(model, config)
+    n_rows = _assign_rows(candidates, config)
     by_name = {c.name: c.rows for c in candidates}
     # the 3×3 convs of stage 1 all read 16→16: their first two rows are one pair of rows
     stage1 = [by_name[f"layer1.{b}.conv{k}"] for b in range(3) for k in (1, 2)]
@@ -205,52 +266,46 @@ def test_checkpoint_reloads_with_one_basis_for_a_resumed_quantize(run_dir: Path)
 
 
 def test_codebook_tables_train_beside_uniform_qat(tmp_path: Path) -> None:
-    """A layer override ``method: kmeans`` under QAT: the matched coefficient table gets a
+    """An override ``codebook: true`` under QAT: the matched coefficient table gets a
     16-value codebook trained with the uniform grids of the rest, and the file holds it."""
-    import yaml
-
+    from jointcomp.container import save
     from jointcomp.nn.quantized import Codebook
+    from jointcomp.nn.tbasis_equalize import equalize_tbasis
+    from jointcomp.stages.quantize import QuantizeConfig, quantize
 
-    raw = yaml.safe_load(RECIPE.read_text())
-    raw["stages"][1]["quantize"]["layers"]["*.coef"] = {"method": "kmeans"}
-    recipe = tmp_path / "codebooks.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    args = ["run", str(recipe), "-q", "-o", str(out)]
-    for s in SMALL:
-        args += ["--set", s]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    rows = {r["tensor"].rpartition(".")[2]: r for r in _stages(out)["quantize"]["record"]["layers"]}
+    from .test_tbasis_equalize import _digits_context, _uneven_model
+    from .test_tbasis_layers import KW
+
+    model = _uneven_model()
+    equalize_tbasis(model)
+    config = QuantizeConfig.model_validate(
+        {
+            "qat": {"finetune": {"epochs": 1, "max_batches": 2, "lr": 1e-4}},
+            "bits": {"factors": 4, "weights": 8},
+            "overrides": {"*.coef": {"codebook": True}},
+        }
+    )
+    model, record = quantize(model, config, _digits_context({"epochs": 1, "lr": 0.002}))
+    rows = {r["tensor"].rpartition(".")[2]: r for r in record["layers"]}
     assert rows["coef"]["method"] == "kmeans" and rows["coef"]["granularity"] == "codebook"
     assert rows["basis"]["method"] == rows["rank_scale"]["method"] == "qat"
-    model = open_artifact(out / "model.jcz", trust=True).model
-    table = shared_modules(model)[1][0]
+    save(tmp_path / "m.jcz", model, "zoo:small_cnn", KW)
+    loaded = open_artifact(tmp_path / "m.jcz").model
+    table = shared_modules(loaded)[1][0]
     (codebook,) = table.parametrizations["coef"]
     assert isinstance(codebook, Codebook) and table.coef.unique().numel() <= 16
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), loaded(x))
 
 
 def test_codebook_overrides_need_training() -> None:
     from jointcomp.errors import RecipeError
 
     sets = [
-        "stages.1.quantize.method=ptq",
-        "stages.1.quantize.fold_bn=true",
-        'stages.1.quantize.layers={"*.coef": {"method": "kmeans"}}',
+        "stages.1.quantize.qat=null",
+        "stages.1.quantize.ptq={}",
+        'stages.1.quantize.overrides={"*.coef": {"codebook": true}}',
     ]
-    with pytest.raises(RecipeError, match="kmeans fine-tunes codebooks"):
+    with pytest.raises(RecipeError, match="codebook trains codebooks beside uniform grids"):
         load_recipe(RECIPE, sets)
-
-
-def test_layer_overrides_without_a_method_keep_their_fingerprint() -> None:
-    """``method`` came after runs were fingerprinted: unset, it is left out of the hash, so
-    those runs still resume; set, the stage is another one."""
-    from jointcomp.pipeline import _stage_fingerprint
-    from jointcomp.recipe import recipe_to_data, without_unset_added
-
-    plain = load_recipe(RECIPE)
-    hashed = without_unset_added(recipe_to_data(plain))["stages"][1]["quantize"]["layers"]
-    assert hashed["*.out_scale"] and all("method" not in o for o in hashed.values())
-    assert hashed["*.out_scale"].get("keep_float") is False  # other defaults are still hashed
-    codebooks = load_recipe(RECIPE, ['stages.1.quantize.layers={"*.coef": {"method": "kmeans"}}'])
-    assert _stage_fingerprint(plain.stages[1]) != _stage_fingerprint(codebooks.stages[1])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..container import open_artifact
-from ..train import evaluate, world
+from ..training import evaluate, world
 from .layers import layer_rows
 from .measure import count_params, dense_bytes, measure
 from .report import render_html, render_markdown, summary_rows, write_reports

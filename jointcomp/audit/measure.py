@@ -8,44 +8,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def logical_tensors(model: nn.Module) -> dict[str, tuple[torch.Tensor, bool]]:
-    """``{name: (tensor, is_parameter)}`` of what the model computes with: a quantized or
-    codebook tensor counts as its dequantized value, not as its integers and placeholders; a tied
-    tensor counts once."""
-    out: dict[str, tuple[torch.Tensor, bool]] = {}
-    seen: set[int] = set()
-    for path, module in model.named_modules():
-        if ".parametrizations." in f".{path}.":
-            continue  # internals of a parametrization: counted through the value below
-        prefix = f"{path}." if path else ""
-        params = [(n, t, True) for n, t in module._parameters.items()]
-        buffers = [
-            (n, t, False)
-            for n, t in module._buffers.items()
-            if n not in module._non_persistent_buffers_set
-        ]
-        for name, tensor, is_param in params + buffers:
-            if tensor is None or id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            out[prefix + name] = (tensor.detach(), is_param)
-        if parametrize.is_parametrized(module):
-            for name in module.parametrizations:
-                out[prefix + name] = (getattr(module, name).detach(), True)
-    return out
-
-
-def count_params(model: nn.Module) -> int:
-    """Parameter elements as the model computes with them (shared tensors once)."""
-    return sum(t.numel() for t, is_param in logical_tensors(model).values() if is_param)
-
-
-def count_nonzero(model: nn.Module) -> int:
-    return sum(int((t != 0).sum()) for t, p in logical_tensors(model).values() if p)
+from ..nn.modules import count_nonzero, count_params, logical_tensors
 
 
 def dense_bytes(model: nn.Module) -> int:

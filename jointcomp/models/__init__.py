@@ -2,7 +2,7 @@
 
 from .lenet import LeNet5, LeNet300
 from .resnet_cifar import ResNetCIFAR, resnet20, resnet32, resnet56
-from .resolve import ZOO, build_model, data_kwargs, is_allowed_builder, list_zoo
+from .resolve import ZOO, build_model, builder_reference, data_kwargs, is_allowed_builder, list_zoo
 from .small_cnn import SmallCNN
 from .vit import ViT
 
@@ -14,6 +14,7 @@ __all__ = [
     "SmallCNN",
     "ViT",
     "build_model",
+    "builder_reference",
     "data_kwargs",
     "is_allowed_builder",
     "list_zoo",

@@ -198,3 +198,40 @@ def data_kwargs(builder: str, input_shape: Sequence[int], num_classes: int) -> d
     accepted = _accepted(ZOO[m.group(1)])
     names = accepted[0] if accepted else []
     return {k: values[k] for k in _DATA_ARGS if k in names}
+
+
+def builder_reference(builder: str | Callable[..., nn.Module]) -> str:
+    """The builder string of ``builder``: a string is checked and returned; a function becomes
+    ``zoo:NAME`` or ``torchvision:NAME`` when it is one of those (allow-listed: files naming it
+    load without trust), else ``package.module:qualname`` (loading then needs trust)."""
+    if isinstance(builder, str):
+        if not (
+            _ZOO_RE.fullmatch(builder)
+            or _TV_RE.fullmatch(builder)
+            or _CALLABLE_RE.fullmatch(builder)
+        ):
+            raise ModelError(f"malformed model builder {builder!r}: expected {_FORMS}")
+        return builder
+    if not callable(builder):
+        raise ModelError(f"model builder must be a string like {_FORMS} or a function")
+    for name, fn in ZOO.items():
+        if fn is builder:
+            return f"zoo:{name}"
+    module = getattr(builder, "__module__", "") or ""
+    qualname = getattr(builder, "__qualname__", "") or ""
+    if module.startswith("torchvision.models"):
+        import torchvision.models
+
+        name = getattr(builder, "__name__", "")
+        if (
+            name in torchvision.models.list_models()
+            and torchvision.models.get_model_builder(name) is builder
+        ):
+            return f"torchvision:{name}"
+    reference = f"{module}:{qualname}"
+    if "<" in qualname or not _CALLABLE_RE.fullmatch(reference) or module == "__main__":
+        raise ModelError(
+            f"cannot name builder {builder!r} so that a file can rebuild it: pass a function "
+            "defined at the top level of an importable module, or a builder string"
+        )
+    return reference

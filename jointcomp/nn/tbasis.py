@@ -79,7 +79,7 @@ class _TBasisLayer(FactorizedModule):
     """Shared machinery: the plan, the shared children, the rows, the weight rebuild."""
 
     what = "TBasis layer"
-    # format 1.6: a file implies that each layer holds the previous layer's basis and table
+    # a file implies that each layer holds the previous layer's basis and table
     jc_shared_children = ("basis", "coefficients")
 
     def _setup(
@@ -163,7 +163,7 @@ class _TBasisLayer(FactorizedModule):
 
     @staticmethod
     def jc_follows(previous: dict[str, Any]) -> dict[str, Any]:
-        """What a file's next edit of this type implies (format 1.5): its table rows start
+        """What a file's next edit of this type implies: its table rows start
         right after those of the previous layer, as the share stage lays them out."""
         rows, cores = previous.get("rows"), previous.get("out_modes")
         if isinstance(rows, int) and not isinstance(rows, bool) and isinstance(cores, list):

@@ -1,17 +1,16 @@
 """Quantization helpers of the ``quantize`` stage: which tensors to quantize (targets), uniform
 post-training rounding (ptq), brevitas QAT and its integer export (qat), k-means codebooks
-(kmeans), batch-norm folding (bnfold), quantized CP/TT refits (refit), coded-size estimates
-(size) and bit allocation under a byte budget (mixed).
+(kmeans), quantized CP/TT refits (refit), coded-size estimates (size), bit allocation under a
+byte budget (mixed) and scales on a log grid (scale_grid).
 
 ``qat`` imports brevitas, which takes seconds: import ``jointcomp.quant.qat`` where it is used."""
 
-from .bnfold import fold_batchnorms
 from .kmeans import kmeans_codebook
 from .ptq import calibrate, ptq_tensor
 from .refit import refit_layer
 from .size import bits_of, coded_bytes
 from .spec import QuantSpec
-from .targets import KINDS, Target, find_targets, fixed_zero_names
+from .targets import KINDS, Target, find_targets
 
 __all__ = [
     "KINDS",
@@ -21,8 +20,6 @@ __all__ = [
     "calibrate",
     "coded_bytes",
     "find_targets",
-    "fixed_zero_names",
-    "fold_batchnorms",
     "kmeans_codebook",
     "ptq_tensor",
     "refit_layer",

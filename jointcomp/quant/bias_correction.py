@@ -11,14 +11,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..train import run_with_hooks
+from ..training import run_with_hooks
 
 
 @torch.no_grad()
 def output_means(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list,
     device: torch.device | str,
 ) -> dict[str, torch.Tensor]:
     """Per output channel (dim 1), the mean output of each of ``layers`` (path → submodule of

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..train import evaluate_loss
+from ..allocate import Ladder, allocate
+from ..training import evaluate_loss
 from .size import coded_bytes
 from .spec import QuantSpec
 from .targets import Target
@@ -38,7 +39,7 @@ def measure_options(
     spec: QuantSpec,
     bit_options: list[int],
     quantizer: Quantizer,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[Any],
     device: torch.device,
 ) -> list[Option]:
     """Size and loss of ``target`` at every bit width (the rest of the model left float)."""
@@ -78,8 +79,6 @@ def allocate_bits(
 ) -> tuple[dict[str, Option], float]:
     """The option per tensor meeting ``budget_bytes`` in total (ValueError when even the
     smallest options exceed it). Returns (choice per tensor name, total bytes)."""
-    from ..stages.budget import Ladder, allocate  # stages import this module: import late
-
     ladders = {name: _ladder(opts) for name, opts in measured.items()}
     pos, total = allocate(
         [
@@ -97,7 +96,7 @@ def choose_bits(
     bit_options: list[int],
     budget_bytes: int,
     quantizer: Quantizer,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[Any],
     device: torch.device,
     fixed: list[tuple[Target, QuantSpec]] = (),
 ) -> tuple[dict[str, int], dict[str, Any]]:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..nn.execution import FactorizedModule
+from ..nn.modules import set_module
 from ..nn.quantized import IntQuantized, attach
 from .rate import laplace_bits
 from .spec import QuantSpec
@@ -63,7 +64,7 @@ def weight_quant(spec: QuantSpec, scaling: Scaling = "stats") -> Any:
     if not spec.include_zero:
         raise ValueError(
             "include_zero: false is for tensors rounded after training (biases, norms, folded "
-            "output scales with fold_rounding ptq), not for QAT's quantizers"
+            "output scales), not for QAT's quantizers"
         )
     base = _BASE[(spec.symmetric, spec.granularity == "channel", scaling == "mse")]
     options: dict[str, Any] = {"bit_width": spec.bits, "narrow_range": spec.narrow_range}
@@ -116,11 +117,6 @@ def int_quantized_from(
         narrow_range=narrow_range,
         axis=axis,
     )
-
-
-def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent_path) if parent_path else root, name, module)
 
 
 def to_quant_layer(module: nn.Module, quant: Any) -> nn.Module:
@@ -184,7 +180,7 @@ class QATSession:
             )
             if swap:
                 original = target.module(self.model)
-                _set_module(self.model, target.module_path, to_quant_layer(original, quant))
+                set_module(self.model, target.module_path, to_quant_layer(original, quant))
                 self.layers[target.module_path] = (original, target, spec)
             else:
                 owner = target.module(self.model)
@@ -218,7 +214,7 @@ class QATSession:
             if original.bias is not None:
                 original.bias.copy_(q.bias)
             original.to(q.weight.device)
-            _set_module(self.model, path, original)
+            set_module(self.model, path, original)
             axis = 0 if spec.granularity == "channel" else None
             mask = (q.weight != 0) if target.fixed_zeros else None
             p = int_quantized_from(qt, narrow_range=spec.narrow_range, axis=axis, mask=mask)

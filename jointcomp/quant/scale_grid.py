@@ -1,6 +1,6 @@
 """Quantizer scales on a log grid: once a tensor is quantized, its float scales move to the
 nearest 2^(k/steps) (``QuantSpec.scale_grid``), integers unchanged, so the file stores them as
-small integer codes (format 1.6) instead of f16 or f32 floats. A 150-row T-Basis coefficient
+small integer codes instead of f16 or f32 floats. A 150-row T-Basis coefficient
 table's scales then cost 62 bytes instead of 300; the values move by at most 2^(1/(2·steps))−1
 (0.54% at 64 steps), and the stage's accuracy after is measured with them moved."""
 

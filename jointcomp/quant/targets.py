@@ -120,13 +120,3 @@ def find_targets(
     for t in targets:
         t.shape = tuple(t.value(model).shape)
     return targets, skipped
-
-
-def fixed_zero_names(model: nn.Module, meta_sparse: list[str]) -> set[str]:
-    """Names of tensors whose zeros are fixed: the pipeline's sparse list plus every
-    ``jc_sparse_tensors`` entry of the model's layers."""
-    names = set(meta_sparse)
-    for path, module in model.named_modules():
-        for t in getattr(module, "jc_sparse_tensors", ()):
-            names.add(f"{path}.{t}" if path else t)
-    return names

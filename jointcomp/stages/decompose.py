@@ -1,9 +1,13 @@
 """Stage ``decompose``: replace Linear/Conv2d layers by low-rank (optionally low-rank + sparse)
-factorized layers, fine-tune with distillation, then pick each layer's faster execution.
+factorized layers, fine-tune, then pick each layer's faster execution.
 
-Ranks come per layer pattern (an int, a fraction, ``energy:x``, ``effective``, ``vbmf``,
-``indicator:x``) or from a global budget (a fraction of the decomposable layers' params or MACs)
-allocated greedily by measured validation-loss increase per unit saved.
+Ranks come per layer (an int, a fraction, ``energy:x``, ``effective``, ``vbmf``,
+``indicator:x``, set for all layers or per pattern in ``overrides``) or from a global budget (a
+fraction of the decomposable layers' params or MACs) allocated greedily by measured
+validation-loss increase per unit saved (``jointcomp.allocate``).
+
+Record: ``layers`` (per layer: format, ranks, params and MACs before/after, execution and its
+timings), ``skipped`` (with reasons), ``budget`` (the allocation), ``finetune_loss``.
 """
 
 from __future__ import annotations
@@ -13,67 +17,79 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from ..allocate import Ladder, SensitivityBatches, allocate, interpolate_losses, sample_indices
+from ..config import Scope, StageConfig, Strict, first_match
+from ..context import Context, Step
 from ..errors import ModelError
 from ..nn import FactorizedModule, LowRankPlusSparse, Unsupported, decompose_at, make_format
 from ..nn.formats import Format, Geometry, dense_macs
+from ..nn.layer_trace import trace_layers
+from ..nn.modules import classifier_names, set_module
 from ..nn.ranks import parse_rank
-from ..recipe import FinetuneSpec, Strict
-from ..train import evaluate_loss, first_batches
-from .base import Stage, StageContext, StageParams, classifier_names, first_match, match_any
-from .budget import Ladder, allocate, interpolate_losses, sample_indices
-from .layerops import set_module, trace_layers
+from ..nn.sparsity import mark_fixed_zeros
+from ..training import FinetuneSpec, evaluate_loss
 
 FormatName = Literal["svd", "svd_spatial", "tucker2", "cp", "tt"]
+RankSpec = int | float | str | list[int] | None
 
 
-class LayerSpec(Strict):
-    """How to decompose the layers a pattern matches."""
+def _check_rank(v: Any) -> Any:
+    if v is not None:
+        parse_rank(v)
+    return v
 
-    format: FormatName | None = Field(
-        None,
-        description="svd | svd_spatial | tucker2 | cp | tt; default tucker2 for k×k "
-        "convs, svd for Linear and 1×1 convs",
-    )
-    rank: int | float | str | list[int] | None = Field(
-        None,
-        description="int, fraction of full rank, energy:X, effective, vbmf, indicator:X, "
-        "or a list (tucker2 [r_out, r_in], tt inner ranks); unused under a budget",
-    )
-    sparse: float = Field(0.0, ge=0, lt=1, description="density of the sparse residual S")
-    tt_cores: int = Field(3, ge=2, description="number of TT cores (format tt)")
+
+class LayerDecompose(Strict):
+    """Overrides for the layers a pattern matches (unset keys inherit the stage's)."""
+
+    format: FormatName | None = None
+    rank: RankSpec = None
+    sparse: float | None = Field(None, ge=0, lt=1)
+    tt_cores: int | None = Field(None, ge=2)
 
     @field_validator("rank")
     @classmethod
     def _rank(cls, v: Any) -> Any:
-        if v is not None:
-            parse_rank(v)
-        return v
+        return _check_rank(v)
 
 
-class BudgetSpec(Strict):
+class DecomposeBudget(SensitivityBatches):
     """A global budget: keep this fraction of the decomposable layers' params or MACs."""
 
     params: float | None = Field(None, gt=0, lt=1)
     macs: float | None = Field(None, gt=0, lt=1)
-    batches: int = Field(2, ge=1, description="validation batches for the sensitivities")
-    batch_size: int = Field(128, ge=1)
     levels: int = Field(8, ge=2, description="rank settings measured per layer (rest interpolated)")
 
     @model_validator(mode="after")
-    def _one(self) -> BudgetSpec:
+    def _one(self) -> DecomposeBudget:
         if (self.params is None) == (self.macs is None):
             raise ValueError("give exactly one of params or macs")
         return self
 
 
-class DecomposeParams(StageParams):
-    layers: dict[str, LayerSpec] = Field(
-        default_factory=lambda: {"*": LayerSpec()},
-        description="name pattern → {format, rank, sparse}; the first matching pattern wins",
+class DecomposeConfig(StageConfig):
+    """Which layers to factorize, in which format, at which rank."""
+
+    stage = "decompose"
+
+    scope: Scope = Field(default_factory=Scope, description="the layers to decompose")
+    format: FormatName | None = Field(
+        None,
+        description="svd | svd_spatial | tucker2 | cp | tt; default tucker2 for k×k convs, "
+        "svd for Linear and 1×1 convs",
     )
-    skip: list[str] = Field(default_factory=list, description="layer name patterns left dense")
-    skip_classifier: bool = Field(False, description="leave the output layer dense")
-    budget: BudgetSpec | None = None
+    rank: RankSpec = Field(
+        None,
+        description="int, fraction of full rank, energy:X, effective, vbmf, indicator:X, or a "
+        "list (tucker2 [r_out, r_in], tt inner ranks); unused under a budget",
+    )
+    sparse: float = Field(0.0, ge=0, lt=1, description="density of the sparse residual S")
+    tt_cores: int = Field(3, ge=2, description="number of TT cores (format tt)")
+    overrides: dict[str, LayerDecompose] = Field(
+        default_factory=dict,
+        description="per-layer format/rank/sparse by name pattern; the first matching pattern wins",
+    )
+    budget: DecomposeBudget | None = None
     min_saving: float = Field(
         0.0, ge=0, lt=1, description="skip a layer unless it saves at least this fraction"
     )
@@ -86,13 +102,27 @@ class DecomposeParams(StageParams):
     cp_iters: int = Field(100, ge=1, description="CP-ALS sweeps")
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
 
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: Any) -> Any:
+        return _check_rank(v)
+
     @model_validator(mode="after")
-    def _ranks(self) -> DecomposeParams:
-        if self.budget is None:
-            missing = [p for p, spec in self.layers.items() if spec.rank is None]
-            if missing:
-                raise ValueError(f"layers {missing}: give a rank, or a budget for all layers")
+    def _ranks(self) -> DecomposeConfig:
+        overridden = any(o.rank is not None for o in self.overrides.values())
+        if self.budget is None and self.rank is None and not overridden:
+            raise ValueError("give a rank (for all layers or in overrides), or a budget")
         return self
+
+    def layer(self, name: str) -> LayerDecompose:
+        """The settings of layer ``name``: the stage's, updated by its first matching override."""
+        own = LayerDecompose(
+            format=self.format, rank=self.rank, sparse=self.sparse, tt_cores=self.tt_cores
+        )
+        override = first_match(name, self.overrides)
+        if override is None:
+            return own
+        return own.model_copy(update=override.model_dump(exclude_none=True))
 
 
 def _no_saving_reason(module: nn.Module, fmt_name: str) -> str:
@@ -111,230 +141,225 @@ def _default_format(module: nn.Module) -> str:
     return "svd"
 
 
-class DecomposeStage(Stage):
-    name = "decompose"
-    Params = DecomposeParams
+Plan = tuple[nn.Module, Format, LayerDecompose, Geometry]
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        p: DecomposeParams = self.params  # type: ignore[assignment]
-        model = model.to(ctx.device).eval()
-        plans, skipped = self._plan(model, ctx, p)
-        if p.budget is not None:
-            chosen = self._allocate(model, ctx, p, plans, skipped)
-        else:
-            chosen = {}
-            for name, (module, fmt, spec, _) in plans.items():
-                try:
-                    chosen[name] = fmt.resolve(
-                        module.weight.detach().cpu().float(), parse_rank(spec.rank)
-                    )
-                except ValueError as exc:
-                    raise ModelError(f"decompose: layer {name} ({fmt.name}): {exc}") from None
-        infos = self._replace(model, ctx, p, plans, chosen, skipped)
-        if infos:
-            fit = ctx.finetune(model, p.finetune, description="decompose")
-            ctx.record["finetune_loss"] = fit.loss
-        self._choose_execution(model, ctx, p, infos)
-        ctx.record["layers"] = infos
-        ctx.record["skipped"] = skipped
-        before = sum(i["params_before"] for i in infos)
-        after = sum(i["params_after"] for i in infos)
-        ctx.record.update(params_before=before, params_after=after)
-        ctx.log(
-            f"{len(infos)} layers decomposed ({before:,} → {after:,} params), "
-            f"{len(skipped)} skipped"
-        )
-        return model
 
-    # --- planning ------------------------------------------------------------------------
-
-    def _plan(self, model: nn.Module, ctx: StageContext, p: DecomposeParams):
-        """Candidates (name → module, format, spec, geometry) and the skipped with reasons."""
-        classifier = (
-            set(classifier_names(model, ctx.data.num_classes)) if p.skip_classifier else set()
-        )
-        layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
-        geoms, _ = trace_layers(model, [n for n, _ in layers], ctx.example_inputs(1))
-        plans: dict[str, tuple[nn.Module, Format, LayerSpec, Geometry]] = {}
-        skipped: list[dict[str, str]] = []
-        for name, module in layers:
-            spec = first_match(name, p.layers)
-            if spec is None:
-                continue
-            reason = None
-            if match_any(name, p.skip):
-                reason = "matches a skip pattern"
-            elif name in classifier:
-                reason = "classifier (skip_classifier)"
-            elif name not in geoms:
-                reason = "not reached by a forward pass on an example input"
-            if reason is None:
-                fmt_name = spec.format or _default_format(module)
-                try:
-                    fmt = make_format(
-                        module,
-                        fmt_name,
-                        {"tt_cores": spec.tt_cores, "cp_iters": p.cp_iters, "seed": ctx.seed},
-                    )
-                    if not fmt.ladder():
-                        reason = _no_saving_reason(module, fmt_name)
-                except Unsupported as exc:
-                    reason = str(exc)
-            if reason is not None:
-                skipped.append({"name": name, "reason": reason})
-                continue
-            plans[name] = (module, fmt, spec, geoms[name])
-        return plans, skipped
-
-    def _cost(
-        self, fmt: Format, ranks: list[int] | None, spec: LayerSpec, geom: Geometry, macs: bool
-    ) -> int:
-        """Params or MACs of one layer at ``ranks`` (None = dense)."""
-        if ranks is None:
-            return dense_macs(fmt.spec, geom) if macs else fmt.dense_params()
-        nnz = round(spec.sparse * fmt.o * fmt.cin * fmt.kh * fmt.kw)
-        if macs:
-            return fmt.factor_macs(ranks, geom) + nnz * geom.positions
-        return fmt.params(ranks) + nnz
-
-    # --- budget ----------------------------------------------------------------------------
-
-    def _allocate(
-        self,
-        model: nn.Module,
-        ctx: StageContext,
-        p: DecomposeParams,
-        plans,
-        skipped: list[dict[str, str]],
-    ) -> dict[str, list[int]]:
-        budget = p.budget
-        assert budget is not None
-        use_macs = budget.macs is not None
-        fraction = budget.macs if use_macs else budget.params
-        val = ctx.data.val if len(ctx.data.val) else ctx.data.train
-        batches = first_batches(val, budget.batch_size, budget.batches)
-        base = evaluate_loss(model, batches, ctx.device)
-        ladders, options = [], {}
-        for name, (module, fmt, spec, geom) in plans.items():
-            dense_cost = self._cost(fmt, None, spec, geom, use_macs)
-            max_params = (1 - p.min_saving) * fmt.dense_params()
-            ranks = [
-                r
-                for r in fmt.ladder()
-                if self._cost(fmt, r, spec, geom, use_macs) < dense_cost
-                and self._cost(fmt, r, spec, geom, False) <= max_params
-            ]
-            if not ranks:
-                ladders.append(Ladder(name, [dense_cost], [base]))
-                options[name] = [None]
-                continue
-            costs = [self._cost(fmt, r, spec, geom, use_macs) for r in ranks] + [dense_cost]
-            measured = {}
-            for i in sample_indices(len(ranks), budget.levels):
-                new, _ = decompose_at(
-                    module, fmt, ranks[i], spec.sparse, name=name, sparse_rounds=1
-                )
-                set_module(model, name, new)
-                measured[i] = evaluate_loss(model, batches, ctx.device)
-                set_module(model, name, module)
-            measured[len(ranks)] = base
-            ladders.append(Ladder(name, costs, interpolate_losses(costs, measured, base)))
-            options[name] = [*ranks, None]
-            ctx.log(f"sensitivity {name}: {len(measured) - 1} rank settings measured")
-        total_dense = sum(lad.costs[-1] for lad in ladders)
-        target = fraction * total_dense
-        try:
-            pos, total = allocate(ladders, target)
-        except ValueError as exc:
-            smallest = sum(lad.costs[0] for lad in ladders) / max(1, total_dense)
-            raise ModelError(
-                f"decompose: budget {'macs' if use_macs else 'params'}: {fraction} "
-                f"cannot be met: {exc} (the smallest ranks keep {smallest:.3f} of "
-                "the decomposable layers)"
-            ) from None
+def decompose(model: nn.Module, config: DecomposeConfig, context: Context) -> Step:
+    """Factorize the layers ``config`` selects (in place), fine-tune, choose executions."""
+    model = model.to(context.device).eval()
+    record: dict[str, Any] = {}
+    plans, skipped = _plan(model, config, context)
+    if config.budget is not None:
+        chosen = _allocate(model, config, context, plans, skipped, record)
+    else:
         chosen = {}
-        for lad in ladders:
-            ranks = options[lad.name][pos[lad.name]]
-            if ranks is None:
-                skipped.append({"name": lad.name, "reason": "kept dense by the budget allocation"})
-            else:
-                chosen[lad.name] = ranks
-        ctx.record["budget"] = {
-            "kind": "macs" if use_macs else "params",
-            "fraction": fraction,
-            "dense": int(total_dense),
-            "target": round(target, 1),
-            "achieved": int(total),
-            "achieved_fraction": round(total / max(1, total_dense), 5),
-            "base_loss": round(base, 5),
-        }
-        return chosen
-
-    # --- replacement, execution ------------------------------------------------------------
-
-    def _replace(
-        self,
-        model: nn.Module,
-        ctx: StageContext,
-        p: DecomposeParams,
-        plans,
-        chosen: dict[str, list[int]],
-        skipped: list[dict[str, str]],
-    ) -> list[dict]:
-        infos = []
-        sparse_names = []
-        for name, (module, fmt, spec, geom) in plans.items():
-            if name not in chosen:
-                continue
-            ranks = chosen[name]
-            new, info = decompose_at(
-                module, fmt, ranks, spec.sparse, name=name, sparse_rounds=p.sparse_rounds
-            )
-            if info["params_after"] > (1 - p.min_saving) * info["params_before"] or (
-                info["params_after"] >= info["params_before"]
-            ):
-                skipped.append(
-                    {
-                        "name": name,
-                        "reason": (
-                            f"{info['format']} at ranks {ranks} keeps {info['params_after']:,} of "
-                            f"{info['params_before']:,} params: no saving worth it"
-                        ),
-                    }
+        for name, (module, fmt, spec, _) in plans.items():
+            try:
+                chosen[name] = fmt.resolve(
+                    module.weight.detach().cpu().float(), parse_rank(spec.rank)
                 )
-                continue
-            set_module(model, name, new)
-            info["macs_before"] = dense_macs(fmt.spec, geom)
-            info["macs_after"] = self._cost(fmt, ranks, spec, geom, macs=True)
-            infos.append(info)
-            if isinstance(new, LowRankPlusSparse):
-                sparse_names.append(f"{name}.sparse")
-        if sparse_names:
-            ctx.mark_sparse(sparse_names)  # the encoder codes their positions
-        return infos
+            except ValueError as exc:
+                raise ModelError(f"decompose: layer {name} ({fmt.name}): {exc}") from None
+    infos = _replace(model, config, plans, chosen, skipped)
+    if infos:
+        fit = context.train(model, config.finetune, description="decompose")
+        record["finetune_loss"] = fit.loss if fit else None
+    _choose_execution(model, config, context, infos)
+    before = sum(i["params_before"] for i in infos)
+    after = sum(i["params_after"] for i in infos)
+    record.update(layers=infos, skipped=skipped, params_before=before, params_after=after)
+    context.log(
+        f"{len(infos)} layers decomposed ({before:,} → {after:,} params), {len(skipped)} skipped"
+    )
+    return Step(model, record)
 
-    def _choose_execution(
-        self, model: nn.Module, ctx: StageContext, p: DecomposeParams, infos: list[dict]
-    ) -> None:
-        modules = dict(model.named_modules())
-        if p.execution != "auto":
-            for info in infos:
-                modules[info["name"]].execution = p.execution
-                info["execution"] = p.execution
-            return
-        # each layer is timed on CPU (where the audit measures latency) with its real input
-        cpu_model = model.to("cpu")
-        _, inputs = trace_layers(
-            cpu_model, [i["name"] for i in infos], ctx.example_inputs(1).to("cpu")
-        )
-        for info in infos:
-            layer: FactorizedModule = modules[info["name"]]
-            if info["name"] not in inputs:
-                info["execution"] = layer.execution
-                continue
-            times = layer.choose_execution(
-                inputs[info["name"]], threads=p.timing_threads, min_run_time=p.timing_seconds
+
+# --- planning ------------------------------------------------------------------------------
+
+
+def _plan(
+    model: nn.Module, config: DecomposeConfig, context: Context
+) -> tuple[dict[str, Plan], list[dict[str, str]]]:
+    """Candidates (name → module, format, settings, geometry) and the skipped with reasons."""
+    example = context.example()
+    classifier = set(classifier_names(model, example)) if config.scope.exclude_classifier else set()
+    layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    geoms, _ = trace_layers(model, [n for n, _ in layers], example)
+    plans: dict[str, Plan] = {}
+    skipped: list[dict[str, str]] = []
+    for name, module in layers:
+        reason = config.scope.why_not(name)
+        if reason == "not matched by scope.include":
+            continue  # not asked for: not listed
+        spec = config.layer(name)
+        if reason is None and name in classifier:
+            reason = "classifier (scope.exclude_classifier)"
+        elif reason is None and name not in geoms:
+            reason = "not reached by a forward pass on an example input"
+        elif reason is None and spec.rank is None and config.budget is None:
+            reason = "no rank for this layer (set rank, an override's rank, or a budget)"
+        if reason is None:
+            fmt_name = spec.format or _default_format(module)
+            try:
+                fmt = make_format(
+                    module,
+                    fmt_name,
+                    {"tt_cores": spec.tt_cores, "cp_iters": config.cp_iters, "seed": context.seed},
+                )
+                if not fmt.ladder():
+                    reason = _no_saving_reason(module, fmt_name)
+            except Unsupported as exc:
+                reason = str(exc)
+        if reason is not None:
+            skipped.append({"name": name, "reason": reason})
+            continue
+        plans[name] = (module, fmt, spec, geoms[name])
+    return plans, skipped
+
+
+def _cost(fmt: Format, ranks: list[int] | None, spec: LayerDecompose, geom: Geometry, macs: bool):
+    """Params or MACs of one layer at ``ranks`` (None = dense)."""
+    if ranks is None:
+        return dense_macs(fmt.spec, geom) if macs else fmt.dense_params()
+    nnz = round((spec.sparse or 0.0) * fmt.o * fmt.cin * fmt.kh * fmt.kw)
+    if macs:
+        return fmt.factor_macs(ranks, geom) + nnz * geom.positions
+    return fmt.params(ranks) + nnz
+
+
+# --- budget --------------------------------------------------------------------------------
+
+
+def _allocate(
+    model: nn.Module,
+    config: DecomposeConfig,
+    context: Context,
+    plans: dict[str, Plan],
+    skipped: list[dict[str, str]],
+    record: dict[str, Any],
+) -> dict[str, list[int]]:
+    budget = config.budget
+    assert budget is not None
+    use_macs = budget.macs is not None
+    fraction = budget.macs if use_macs else budget.params
+    batches = context.validation(budget.batches, budget.batch_size)
+    base = evaluate_loss(model, batches, context.device)
+    ladders, options = [], {}
+    for name, (module, fmt, spec, geom) in plans.items():
+        dense_cost = _cost(fmt, None, spec, geom, use_macs)
+        max_params = (1 - config.min_saving) * fmt.dense_params()
+        ranks = [
+            r
+            for r in fmt.ladder()
+            if _cost(fmt, r, spec, geom, use_macs) < dense_cost
+            and _cost(fmt, r, spec, geom, False) <= max_params
+        ]
+        if not ranks:
+            ladders.append(Ladder(name, [dense_cost], [base]))
+            options[name] = [None]
+            continue
+        costs = [_cost(fmt, r, spec, geom, use_macs) for r in ranks] + [dense_cost]
+        measured = {}
+        for i in sample_indices(len(ranks), budget.levels):
+            new, _ = decompose_at(
+                module, fmt, ranks[i], spec.sparse or 0.0, name=name, sparse_rounds=1
             )
+            set_module(model, name, new)
+            measured[i] = evaluate_loss(model, batches, context.device)
+            set_module(model, name, module)
+        measured[len(ranks)] = base
+        ladders.append(Ladder(name, costs, interpolate_losses(costs, measured, base)))
+        options[name] = [*ranks, None]
+        context.log(f"sensitivity {name}: {len(measured) - 1} rank settings measured")
+    total_dense = sum(lad.costs[-1] for lad in ladders)
+    target = fraction * total_dense
+    try:
+        pos, total = allocate(ladders, target)
+    except ValueError as exc:
+        smallest = sum(lad.costs[0] for lad in ladders) / max(1, total_dense)
+        raise ModelError(
+            f"decompose: budget {'macs' if use_macs else 'params'}: {fraction} cannot be met: "
+            f"{exc} (the smallest ranks keep {smallest:.3f} of the decomposable layers)"
+        ) from None
+    chosen = {}
+    for lad in ladders:
+        ranks = options[lad.name][pos[lad.name]]
+        if ranks is None:
+            skipped.append({"name": lad.name, "reason": "kept dense by the budget allocation"})
+        else:
+            chosen[lad.name] = ranks
+    record["budget"] = {
+        "kind": "macs" if use_macs else "params",
+        "fraction": fraction,
+        "dense": int(total_dense),
+        "target": round(target, 1),
+        "achieved": int(total),
+        "achieved_fraction": round(total / max(1, total_dense), 5),
+        "base_loss": round(base, 5),
+    }
+    return chosen
+
+
+# --- replacement, execution ----------------------------------------------------------------
+
+
+def _replace(
+    model: nn.Module,
+    config: DecomposeConfig,
+    plans: dict[str, Plan],
+    chosen: dict[str, list[int]],
+    skipped: list[dict[str, str]],
+) -> list[dict]:
+    infos = []
+    for name, (module, fmt, spec, geom) in plans.items():
+        if name not in chosen:
+            continue
+        ranks = chosen[name]
+        new, info = decompose_at(
+            module, fmt, ranks, spec.sparse or 0.0, name=name, sparse_rounds=config.sparse_rounds
+        )
+        if info["params_after"] > (1 - config.min_saving) * info["params_before"] or (
+            info["params_after"] >= info["params_before"]
+        ):
+            skipped.append(
+                {
+                    "name": name,
+                    "reason": (
+                        f"{info['format']} at ranks {ranks} keeps {info['params_after']:,} of "
+                        f"{info['params_before']:,} params: no saving worth it"
+                    ),
+                }
+            )
+            continue
+        set_module(model, name, new)
+        info["macs_before"] = dense_macs(fmt.spec, geom)
+        info["macs_after"] = _cost(fmt, ranks, spec, geom, macs=True)
+        infos.append(info)
+        if isinstance(new, LowRankPlusSparse):
+            mark_fixed_zeros(model, [f"{name}.sparse"])  # the encoder codes their positions
+    return infos
+
+
+def _choose_execution(
+    model: nn.Module, config: DecomposeConfig, context: Context, infos: list[dict]
+) -> None:
+    modules = dict(model.named_modules())
+    if config.execution != "auto":
+        for info in infos:
+            modules[info["name"]].execution = config.execution
+            info["execution"] = config.execution
+        return
+    # each layer is timed on CPU (where the audit measures latency) with its real input
+    cpu_model = model.to("cpu")
+    _, inputs = trace_layers(cpu_model, [i["name"] for i in infos], context.example().to("cpu"))
+    for info in infos:
+        layer: FactorizedModule = modules[info["name"]]
+        if info["name"] not in inputs:
             info["execution"] = layer.execution
-            info["latency_us"] = {k: round(v * 1e3, 2) for k, v in times.items()}
-        model.to(ctx.device)
+            continue
+        times = layer.choose_execution(
+            inputs[info["name"]], threads=config.timing_threads, min_run_time=config.timing_seconds
+        )
+        info["execution"] = layer.execution
+        info["latency_us"] = {k: round(v * 1e3, 2) for k, v in times.items()}
+    model.to(context.device)

@@ -1,6 +1,10 @@
 """Stage ``regularize``: compression-aware training. Fine-tunes with a penalty on each chosen
 weight's singular values (effective rank, nuclear norm, Hoyer or Gini; Ou et al. 2023 §II-C) so
-that a later ``decompose`` with ``rank: indicator:X`` can cut many singular values cheaply."""
+that a later ``decompose`` with ``rank: indicator:X`` can cut many singular values cheaply.
+
+Record: ``measure``, ``weight``, ``finetune_loss``, ``penalty_after`` (the mean normalized
+penalty) and per layer the ranks at each ``indicator`` threshold before and after.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..config import Scope, StageConfig
+from ..context import Context, Step
 from ..errors import ModelError
 from ..nn import FactorizedModule
-from ..recipe import FinetuneSpec
+from ..nn.modules import classifier_names
 from ..tensor import (
     effective_rank_penalty,
     gini_penalty,
@@ -22,7 +28,7 @@ from ..tensor import (
     rank_for_indicator,
     singular_values,
 )
-from .base import Stage, StageContext, StageParams, classifier_names, match_any
+from ..training import FinetuneSpec
 
 PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "effective_rank": effective_rank_penalty,
@@ -32,7 +38,11 @@ PENALTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-class RegularizeParams(StageParams):
+class RegularizeConfig(StageConfig):
+    """Which sparsity measure of the singular values to penalize, how much, and where."""
+
+    stage = "regularize"
+
     measure: Literal["effective_rank", "nuclear", "hoyer", "gini"] = "effective_rank"
     weight: float = Field(0.01, ge=0, description="multiplier of the mean per-layer penalty")
     normalize: bool = Field(
@@ -40,9 +50,7 @@ class RegularizeParams(StageParams):
         description="divide each layer's penalty by its value at the start, so layers of "
         "different sizes and the four measures weigh alike",
     )
-    layers: list[str] = Field(default_factory=lambda: ["*"], description="layer name patterns")
-    skip: list[str] = Field(default_factory=list)
-    skip_classifier: bool = False
+    scope: Scope = Field(default_factory=Scope, description="the layers to regularize")
     indicator: list[float] = Field(
         default_factory=lambda: [0.05, 0.1, 0.2],
         description="spectral-norm thresholds whose ranks the record reports",
@@ -61,52 +69,55 @@ def _summary(weight: torch.Tensor, thresholds: list[float]) -> dict[str, object]
     return {f"rank@{t:g}": rank_for_indicator(s, t) for t in thresholds} | {"full": len(s)}
 
 
-class RegularizeStage(Stage):
-    name = "regularize"
-    Params = RegularizeParams
+def _targets(model: nn.Module, config: RegularizeConfig, context: Context):
+    classifier = set()
+    if config.scope.exclude_classifier:
+        classifier = set(classifier_names(model, context.example()))
+    factorized = [o for o, om in model.named_modules() if isinstance(om, FactorizedModule)]
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if (type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, FactorizedModule))
+        and config.scope.selects(n)
+        and n not in classifier
+        and not any(n.startswith(f"{o}.") for o in factorized if o != n)
+    ]
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        p: RegularizeParams = self.params  # type: ignore[assignment]
-        skip = set(classifier_names(model, ctx.data.num_classes)) if p.skip_classifier else set()
-        targets = [
-            (n, m)
-            for n, m in model.named_modules()
-            if (type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, FactorizedModule))
-            and match_any(n, p.layers)
-            and not match_any(n, p.skip)
-            and n not in skip
-            and not any(
-                n.startswith(f"{o}.")
-                for o, om in model.named_modules()
-                if isinstance(om, FactorizedModule) and o != n
-            )
-        ]
-        if not targets:
-            raise ModelError("regularize: no Linear/Conv2d layer matches layers/skip")
-        penalty = PENALTIES[p.measure]
-        with torch.no_grad():
-            scale = {n: float(penalty(_weight(m))) if p.normalize else 1.0 for n, m in targets}
-        scale = {n: (v if v > 0 else 1.0) for n, v in scale.items()}
-        before = {n: _summary(_weight(m), p.indicator) for n, m in targets}
 
-        def extra_loss(_: nn.Module) -> torch.Tensor:
-            total = sum(penalty(_weight(m)) / scale[n] for n, m in targets)
-            return p.weight * total / len(targets)
+def regularize(model: nn.Module, config: RegularizeConfig, context: Context) -> Step:
+    """Fine-tune ``model`` with the singular-value penalty added to the loss."""
+    if context.finetune is None:
+        raise ModelError("regularize trains with a penalty: it needs finetune= (a Trainer)")
+    targets = _targets(model, config, context)
+    if not targets:
+        raise ModelError("regularize: no Linear/Conv2d layer is in scope")
+    penalty = PENALTIES[config.measure]
+    with torch.no_grad():
+        scale = {n: float(penalty(_weight(m))) if config.normalize else 1.0 for n, m in targets}
+    scale = {n: (v if v > 0 else 1.0) for n, v in scale.items()}
+    before = {n: _summary(_weight(m), config.indicator) for n, m in targets}
 
-        fit = ctx.finetune(
-            model, p.finetune, description=f"regularize {p.measure}", extra_loss=extra_loss
-        )
-        with torch.no_grad():
-            final = float(extra_loss(model)) / p.weight if p.weight else float("nan")
-        ctx.record.update(
-            measure=p.measure,
-            weight=p.weight,
-            finetune_loss=fit.loss,
-            penalty_after=final,
-            layers=[
-                {"name": n, "before": before[n], "after": _summary(_weight(m), p.indicator)}
-                for n, m in targets
-            ],
-        )
-        ctx.log(f"{p.measure} on {len(targets)} layers, mean normalized penalty {final:.3f}")
-        return model
+    def extra_loss(_: nn.Module) -> torch.Tensor:
+        total = sum(penalty(_weight(m)) / scale[n] for n, m in targets)
+        return config.weight * total / len(targets)
+
+    fit = context.train(
+        model,
+        config.finetune,
+        description=f"regularize {config.measure}",
+        extra_loss=extra_loss,
+    )
+    with torch.no_grad():
+        final = float(extra_loss(model)) / config.weight if config.weight else float("nan")
+    record = {
+        "measure": config.measure,
+        "weight": config.weight,
+        "finetune_loss": fit.loss if fit else None,
+        "penalty_after": final,
+        "layers": [
+            {"name": n, "before": before[n], "after": _summary(_weight(m), config.indicator)}
+            for n, m in targets
+        ],
+    }
+    context.log(f"{config.measure} on {len(targets)} layers, mean normalized penalty {final:.3f}")
+    return Step(model, record)

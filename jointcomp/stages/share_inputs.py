@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tensor.tbasis import ModePlan
-from ..train import run_with_hooks
+from ..training import run_with_hooks
 
 MAX_ROWS_PER_BATCH = 4096  # patches sampled per batch and layer: enough for a C·k² ≤ 600 moment
 

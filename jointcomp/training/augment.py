@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .recipe import AugmentSpec
+from .specs import AugmentSpec
 
 
 class Augmenter:

@@ -1,10 +1,11 @@
-"""Global rank allocation under a budget: greedy by validation-loss increase per unit of cost
-saved (params or MACs), over each layer's ladder of rank settings (the AIMET recipe).
+"""Allocation under a budget, shared by every stage that has one (decompose's ranks under a
+params/MACs budget, quantize's bits under a byte budget): each layer or tensor has a ladder of
+settings by increasing cost with the validation loss measured (or interpolated) at each; a
+greedy takes, one step at a time, the step down with the smallest loss increase per unit of cost
+saved until the total fits (the AIMET recipe).
 
-Each layer's ladder lists settings by increasing cost, ending with the dense layer itself. The
-greedy starts with every layer dense and keeps taking the one-step-down move with the smallest
-loss increase per unit saved until the total fits; the last move is one rank step, so the total
-ends at most one step below the target.
+The greedy starts with every entry at its largest setting; the last move is one step, so the
+total ends at most one step below the target.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
+
+from .config import Strict
+
+
+class SensitivityBatches(Strict):
+    """How a budget measures sensitivities: the loss on a few fixed validation batches."""
+
+    batches: int = Field(2, ge=1, description="validation batches for the sensitivities")
+    batch_size: int = Field(128, ge=1)
 
 
 @dataclass

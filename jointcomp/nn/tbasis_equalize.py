@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn.tbasis import TBASIS_LAYERS, shared_modules
-from ..nn.tbasis_bn import batchnorm_pairs
+from .bnfold import batchnorm_pairs
+from .tbasis import TBASIS_LAYERS, shared_modules
 
 _TINY = 1e-12  # a row this small is left alone: it has no magnitude to move
 
@@ -51,7 +51,7 @@ def equalize_tbasis(model: nn.Module) -> dict[str, Any]:
         table.coef.div_(factor[:, None])
         table.rank_scale.mul_(factor[:, None])
     uses = _row_uses(model)
-    after = dict(batchnorm_pairs(model))
+    after = dict(batchnorm_pairs(model)[0])
     moved: dict[str, str] = {}
     plans: list[tuple[str, nn.Module, list[float], str]] = []
     for name, layer in model.named_modules():

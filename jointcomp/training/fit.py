@@ -1,13 +1,12 @@
-"""Fine-tune and evaluate loops: seeded, deterministic on CPU, with knowledge distillation,
-fixed sparsity masks, an optional extra loss (regularizers), and DistributedDataParallel when the
+"""The fine-tune loop: seeded, deterministic on CPU, with knowledge distillation, fixed sparsity
+masks, an optional extra loss (regularizers, rate terms), and DistributedDataParallel when the
 process runs under ``torchrun``."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +16,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..batches import Batch, inputs_of, labels_of
+from ..errors import DataError
 from .augment import Augmenter
-from .errors import DataError
-from .recipe import TrainSpec
+from .specs import TrainSpec
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 
@@ -45,15 +45,12 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
-def _batches(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, shard: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches in a seeded order; under DDP each rank takes its own slice of the order."""
+def shuffled_batches(
+    dataset: Dataset, batch_size: int, *, seed: int, shard: bool = True
+) -> Iterator[Batch]:
+    """Mini-batches of ``dataset`` in a seeded order; under DDP each rank takes its own slice."""
     n = len(dataset)  # type: ignore[arg-type]
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    else:
-        order = torch.arange(n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     rank, size = world()
     if shard and size > 1:
         usable = (n // size) * size  # equal work per rank keeps DDP's collectives in step
@@ -70,10 +67,18 @@ def _batches(
     yield from loader
 
 
-def steps_per_epoch(dataset: Dataset, batch_size: int, max_batches: int | None = None) -> int:
-    _, size = world()
-    n = len(dataset) // size if size > 1 else len(dataset)  # type: ignore[arg-type]
-    steps = math.ceil(n / batch_size)
+def steps_per_epoch(
+    data: Dataset | Iterable[Batch], batch_size: int, max_batches: int | None = None
+) -> int | None:
+    """Optimizer steps in one epoch (None when an iterable of batches has no length)."""
+    if isinstance(data, Dataset):
+        _, size = world()
+        n = len(data) // size if size > 1 else len(data)  # type: ignore[arg-type]
+        steps: int | None = math.ceil(n / batch_size)
+    else:
+        steps = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+    if steps is None:
+        return max_batches
     return min(steps, max_batches) if max_batches else steps
 
 
@@ -116,9 +121,21 @@ def distillation_loss(
     ) * (t * t)
 
 
+def _augmenter(data: Dataset | Iterable[Batch], spec: TrainSpec, seed: int) -> Augmenter | None:
+    if spec.augment is None or not (spec.augment.shift or spec.augment.flip):
+        return None
+    sample = inputs_of(data[0]) if isinstance(data, Dataset) else inputs_of(next(iter(data)))[0]
+    if sample.dim() != 3:
+        raise DataError(
+            f"augment shifts and flips images shaped (C, H, W); this data's samples are "
+            f"{tuple(sample.shape)}: remove augment from the train or finetune settings"
+        )
+    return Augmenter(spec.augment, seed * 7919 + 1)
+
+
 def fit(
     model: nn.Module,
-    train_set: Dataset,
+    data: Dataset | Iterable[Batch],
     spec: TrainSpec,
     *,
     batch_size: int,
@@ -130,7 +147,9 @@ def fit(
     progress: object | None = None,
     description: str = "train",
 ) -> FitResult:
-    """Train ``model`` in place for ``spec.epochs``.
+    """Train ``model`` in place for ``spec.epochs`` on labeled ``data``: a Dataset (shuffled
+    each epoch in a seeded order, ``batch_size`` at a time) or a re-iterable of batches such as
+    a DataLoader (taken as it comes).
 
     ``masks`` maps parameter names to boolean tensors: entries that are False stay exactly zero
     (pruned weights keep their zeros through fine-tuning). ``teacher`` enables distillation with
@@ -145,10 +164,7 @@ def fit(
     model.to(device).train()
     named = dict(model.named_parameters())
     trainable = [p for p in named.values() if p.requires_grad]
-    mask_pairs = []
-    for name, mask in (masks or {}).items():
-        if name in named:
-            mask_pairs.append((named[name], mask.to(device)))
+    mask_pairs = [(named[n], m.to(device)) for n, m in (masks or {}).items() if n in named]
     _apply_masks(mask_pairs)
     if teacher is not None and spec.distill is not None:
         teacher.to(device).eval()
@@ -161,35 +177,32 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         runner = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    augment = None
-    if spec.augment is not None and (spec.augment.shift or spec.augment.flip):
-        sample = train_set[0][0]
-        if sample.dim() != 3:
-            raise DataError(
-                f"augment shifts and flips images shaped (C, H, W); this dataset's samples are "
-                f"{tuple(sample.shape)}: remove augment from the train or finetune settings"
-            )
-        augment = Augmenter(spec.augment, seed * 7919 + 1)
-
-    per_epoch = steps_per_epoch(train_set, batch_size, spec.max_batches)
-    total = per_epoch * spec.epochs
+    augment = _augmenter(data, spec, seed)
+    per_epoch = steps_per_epoch(data, batch_size, spec.max_batches)
+    total = (per_epoch or 0) * spec.epochs
     optimizer = make_optimizer(trainable, spec)
-    schedule = make_schedule(optimizer, spec, total, per_epoch)
+    schedule = make_schedule(optimizer, spec, total, per_epoch or 1)
     task = None
     if progress is not None and rank == 0:
-        task = progress.add_task(description, total=total)  # type: ignore[attr-defined]
+        task = progress.add_task(description, total=total or None)  # type: ignore[attr-defined]
 
     steps = 0
     epoch_loss = float("nan")
     for epoch in range(spec.epochs):
         running, count = 0.0, 0
-        batches = _batches(
-            train_set, batch_size, shuffle=True, seed=seed * 1009 + epoch, shard=True
-        )
-        for b, (x, y) in enumerate(batches):
+        if isinstance(data, Dataset):
+            batches: Iterable[Batch] = shuffled_batches(data, batch_size, seed=seed * 1009 + epoch)
+        else:
+            batches = data
+        for b, batch in enumerate(batches):
             if spec.max_batches and b >= spec.max_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = inputs_of(batch).to(device), labels_of(batch)
+            if y is None:
+                raise DataError(
+                    "fine-tuning trains on labeled batches (inputs, labels); these have none"
+                )
+            y = y.to(device)
             if augment is not None:
                 x = augment(x)
             # a parametrized tensor used by many layers (a T-Basis basis under QAT) is
@@ -234,106 +247,3 @@ def _apply_masks(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
             # masked_fill, not mul: w·0 is −0.0 for negative w, whose nonzero bit pattern the
             # sparse coder would store as an entry
             param.masked_fill_(~mask, 0.0)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int = 512,
-    device: torch.device | str = "cpu",
-    max_batches: int | None = None,
-) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1] (eval mode)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.to(device).eval()
-    correct, total = 0, 0
-    with torch.inference_mode() if device.type == "cpu" else nullcontext():
-        for b, (x, y) in enumerate(
-            _batches(dataset, batch_size, shuffle=False, seed=0, shard=False)
-        ):
-            if max_batches and b >= max_batches:
-                break
-            with parametrize.cached():
-                pred = model(x.to(device)).argmax(dim=1)
-            correct += int((pred == y.to(device)).sum())
-            total += len(y)
-    model.train(was_training)
-    return correct / max(1, total)
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str
-) -> float:
-    """Mean cross-entropy over a fixed list of batches (used for sensitivity measurements)."""
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in batches:
-        logits = model(x.to(device))
-        total += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
-        count += len(y)
-    return total / max(1, count)
-
-
-def first_batches(
-    dataset: Dataset, batch_size: int, n_batches: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``n_batches`` batches of ``dataset`` in order (a small fixed calibration set)."""
-    out = []
-    for b, batch in enumerate(_batches(dataset, batch_size, shuffle=False, seed=0, shard=False)):
-        if b >= n_batches:
-            break
-        out.append(batch)
-    return out
-
-
-@torch.no_grad()
-def run_with_hooks(
-    model: nn.Module,
-    hooks: list[tuple[nn.Module, Callable[..., None]]],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device | str,
-) -> None:
-    """Run ``model`` in eval mode over ``batches`` with forward ``hooks`` on some of its
-    modules (to measure what they see or produce); the hooks are removed and the training flag
-    restored afterwards, whatever happens."""
-    handles = [module.register_forward_hook(hook) for module, hook in hooks]
-    was_training = model.training
-    try:
-        model.eval()
-        for x, _ in batches:
-            model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str
-) -> int:
-    """Re-estimate every batch norm's running statistics on ``batches`` (their plain average;
-    no parameter changes): after weights are replaced, the old statistics describe another
-    network. Returns how many batch norms were reset."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    norms = [m for m in norms if m.track_running_stats and m.running_mean is not None]
-    if not norms or not batches:
-        return 0
-    saved = [m.momentum for m in norms]
-    was_training = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches
-    model.train()
-    try:
-        for x, _ in batches:
-            model(x.to(device))
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        model.train(was_training)
-    return len(norms)

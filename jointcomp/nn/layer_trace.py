@@ -1,19 +1,12 @@
-"""Helpers for stages that swap layers: replace a sub-module by path, and record what each
-named layer sees in a forward pass (its input, for timing; its activation sizes, for MACs)."""
+"""What each named layer sees in one forward pass: its input (for timing it) and its activation
+sizes (for its MACs)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..nn.formats import Geometry
-
-
-def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Put ``module`` at dotted ``path`` inside ``root`` (works inside Sequential/ModuleList)."""
-    parent_path, _, name = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, name, module)
+from .formats import Geometry
 
 
 @torch.no_grad()
