@@ -166,14 +166,51 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
     return recipe
 
 
+def split_key_path(key: str) -> list[str | int]:
+    """``a.b.0.c`` → ``['a', 'b', 0, 'c']``; a key holding dots or brackets goes in brackets,
+    taken as written: ``overrides[*.coef].bits`` → ``['overrides', '*.coef', 'bits']``.
+    ValueError for an empty or unbalanced path."""
+    parts: list[str | int] = []
+    i, n = 0, len(key)
+    while i < n:
+        if key[i] == "[":
+            end = key.find("]", i)
+            if end < 0:
+                raise ValueError("a '[' without its ']'")
+            inner = key[i + 1 : end].strip()
+            if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
+                inner = inner[1:-1]
+            if not inner:
+                raise ValueError("an empty [] key")
+            parts.append(inner)
+            i = end + 1
+            if i < n and key[i] not in ".[":
+                raise ValueError(f"expected '.' or '[' after ']', got {key[i]!r}")
+            i += key[i] == "." if i < n else 0
+            continue
+        stop = min((j for j in (key.find(".", i), key.find("[", i)) if j >= 0), default=n)
+        segment = key[i:stop]
+        if not segment or "]" in segment:
+            raise ValueError("an empty key between dots" if not segment else "a ']' without '['")
+        parts.append(int(segment) if segment.isdigit() else segment)
+        i = stop + (1 if stop < n and key[stop] == "." else 0)
+        if stop < n and key[stop] == "." and i == n:
+            raise ValueError("a trailing '.'")
+    if not parts:
+        raise ValueError("an empty key path")
+    return parts
+
+
 def parse_override(text: str) -> tuple[list[str | int], Any]:
-    """Parse ``a.b.0.c=value`` (the value is YAML) into a key path and a value."""
+    """Parse ``a.b.0.c=value`` (the value is YAML) into a key path and a value; keys holding
+    dots go in brackets (``stages.1.quantize.overrides[*.coef].bits=8``)."""
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. stages.0.prune.ratio=0.3")
     key, _, value_text = text.partition("=")
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
-    if not key.strip() or any(p == "" for p in parts):
-        raise RecipeError(f"--set {text!r}: empty key path")
+    try:
+        parts = split_key_path(key.strip())
+    except ValueError as exc:
+        raise RecipeError(f"--set {text!r}: bad key path: {exc}") from None
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError as exc:

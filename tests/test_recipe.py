@@ -16,6 +16,7 @@ from jointcomp.recipe import (
     load_recipe,
     parse_override,
     recipe_to_data,
+    split_key_path,
     validate_recipe,
 )
 from jointcomp.stages import STAGES, stage_config
@@ -275,6 +276,27 @@ def test_set_overrides(tmp_path: Path) -> None:
         load_recipe(path, ["stages.7.prune.ratio=0.2"])
     with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
         parse_override("stages.0.prune.ratio")
+
+
+def test_override_keys_with_dots_go_in_brackets(tmp_path: Path) -> None:
+    assert split_key_path("stages.1.quantize.overrides[*.coef].bits") == [
+        "stages",
+        1,
+        "quantize",
+        "overrides",
+        "*.coef",
+        "bits",
+    ]
+    assert split_key_path('o["a.b"][c].0') == ["o", "a.b", "c", 0]
+    for bad in ("a..b", "a.", "a[b", "a]b", "a[]", "a[b]c"):
+        with pytest.raises(ValueError):
+            split_key_path(bad)
+    with pytest.raises(RecipeError, match="bad key path"):
+        parse_override("stages..x=1")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, stages=[{"quantize": {"ptq": {}}}])))
+    recipe = load_recipe(path, ["stages.0.quantize.overrides[fc*].bits=6"])
+    assert recipe.stages[0].overrides["fc*"].bits == 6
 
 
 def test_override_creates_missing_mappings() -> None:

@@ -1,5 +1,6 @@
-"""tools/reproduce.py and its helpers: README table blocks are replaced exactly, nothing else
-moves; tables come out of tools' output; the anchor pick honours the accuracy tolerance."""
+"""tools/reproduce.py and its helpers: the table blocks of docs/RESULTS.md are replaced exactly,
+nothing else moves; tables come out of tools' output; the anchor pick honours the accuracy
+tolerance."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from readme_tables import (  # noqa: E402
     replace_block,
 )
 
-README = """# x
+RESULTS = """# x
 
 intro
 
@@ -44,35 +45,35 @@ tail
 
 
 def test_replace_block_changes_only_that_block() -> None:
-    new = replace_block(README, "codecs", "| a |\n|---|\n| 9 |\n")
+    new = replace_block(RESULTS, "codecs", "| a |\n|---|\n| 9 |\n")
     assert "| old | table |" not in new and "| a |\n|---|\n| 9 |" in new
-    before, after = README.split("<!-- table:codecs -->"), new.split("<!-- table:codecs -->")
+    before, after = RESULTS.split("<!-- table:codecs -->"), new.split("<!-- table:codecs -->")
     assert before[0] == after[0]
     assert (
         before[1].split("<!-- /table:codecs -->")[1] == after[1].split("<!-- /table:codecs -->")[1]
     )
-    assert replace_block(new, "codecs", "| old | table |\n|---|---|\n| 1 | 2 |") == README
+    assert replace_block(new, "codecs", "| old | table |\n|---|---|\n| 1 | 2 |") == RESULTS
 
 
 def test_replace_block_fills_an_empty_block_and_is_idempotent() -> None:
-    once = replace_block(README, "anchors", "T")
+    once = replace_block(RESULTS, "anchors", "T")
     assert "<!-- table:anchors -->\nT\n<!-- /table:anchors -->\ntail" in once
     assert replace_block(once, "anchors", "T") == once
 
 
 def test_replace_block_refuses_missing_duplicated_or_reversed_markers() -> None:
     with pytest.raises(KeyError):
-        replace_block(README, "layers", "T")
+        replace_block(RESULTS, "layers", "T")
     with pytest.raises(ValueError, match="duplicated"):
-        replace_block(README + "<!-- table:codecs -->", "codecs", "T")
+        replace_block(RESULTS + "<!-- table:codecs -->", "codecs", "T")
     with pytest.raises(ValueError, match="out of order"):
         replace_block("<!-- /table:x -->\n<!-- table:x -->", "x", "T")
     with pytest.raises(ValueError, match="invalid table name"):
-        replace_block(README, "a b", "T")
+        replace_block(RESULTS, "a b", "T")
 
 
 def test_block_names() -> None:
-    assert block_names(README) == ["codecs", "anchors"]
+    assert block_names(RESULTS) == ["codecs", "anchors"]
     assert block_names("<!-- table:open --> never closed") == []
 
 
@@ -80,7 +81,7 @@ def test_last_markdown_table_picks_the_last_real_table() -> None:
     out = "log\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore log\n|x|\n| h |\n|:--|\n| 3 |\ndone\n"
     assert last_markdown_table(out) == "| h |\n|:--|\n| 3 |"
     assert last_markdown_table("| not a table |\nno separator") is None
-    bare = "rows so far\na | b\n--- | ---\n1 | 2\n"  # no outer pipes (bench_tbasis)
+    bare = "rows so far\na | b\n--- | ---\n1 | 2\n"  # no outer pipes
     assert last_markdown_table(bare) == "a | b\n--- | ---\n1 | 2"
 
 
@@ -123,23 +124,53 @@ def _fake_table(name: str, code: str) -> reproduce.Table:
     return reproduce.Table(name, (), ((reproduce.PY, "-c", code),), ((reproduce.PY, "-c", code),))
 
 
+def test_results_file_holds_every_table_and_only_those() -> None:
+    """docs/RESULTS.md, reproduce.py's default target, has one block per table it knows."""
+    assert TOOLS.parent / "docs" / "RESULTS.md" == reproduce.RESULTS
+    text = reproduce.RESULTS.read_text(encoding="utf-8")
+    assert sorted(block_names(text)) == sorted(reproduce.NAMES)
+    for name in reproduce.NAMES:
+        assert text.count(f"<!-- table:{name} -->") == 1
+        assert text.count(f"<!-- /table:{name} -->") == 1
+
+
 def test_main_rewrites_only_the_chosen_block(tmp_path, monkeypatch, capsys) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(README)
+    results = tmp_path / "RESULTS.md"
+    results.write_text(RESULTS)
     tables = (
         _fake_table("codecs", "print('log'); print('| n |'); print('|---|'); print('| 42 |')"),
         _fake_table("anchors", "raise SystemExit(3)"),
     )
     monkeypatch.setattr(reproduce, "TABLES", tables)
-    rc = reproduce.main(["--readme", str(readme)])
-    text = readme.read_text()
+    rc = reproduce.main(["--results", str(results)])
+    text = results.read_text()
     assert rc == 1  # anchors failed and was skipped
     assert (
         "| n |\n|---|\n| 42 |\n\n<sub>Reproduce: `python tools/reproduce.py --only codecs`" in text
     )
     assert "<!-- table:anchors -->\n<!-- /table:anchors -->" in text  # untouched
-    assert text.split("<!-- table:codecs -->")[0] == README.split("<!-- table:codecs -->")[0]
+    assert text.split("<!-- table:codecs -->")[0] == RESULTS.split("<!-- table:codecs -->")[0]
     assert "skipped" in capsys.readouterr().err
+
+
+def test_main_skips_a_table_whose_markers_the_file_lacks(tmp_path, monkeypatch, capsys) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text(RESULTS)
+    tables = (_fake_table("layers", "print('| n |'); print('|---|'); print('| 7 |')"),)
+    monkeypatch.setattr(reproduce, "TABLES", tables)
+    assert reproduce.main(["--results", str(results)]) == 1
+    assert results.read_text() == RESULTS
+    captured = capsys.readouterr()
+    assert "| 7 |" in captured.out and "no <!-- table:layers --> block" in captured.err
+
+
+def test_quick_prints_and_leaves_the_default_file_alone(monkeypatch, capsys) -> None:
+    before = reproduce.RESULTS.read_text(encoding="utf-8")
+    tables = (_fake_table("codecs", "print('| q |'); print('|---|'); print('| 1 |')"),)
+    monkeypatch.setattr(reproduce, "TABLES", tables)
+    assert reproduce.main(["--quick"]) == 0
+    assert "| q |\n|---|\n| 1 |" in capsys.readouterr().out
+    assert reproduce.RESULTS.read_text(encoding="utf-8") == before
 
 
 def test_dry_run_lists_every_table_and_runs_nothing(capsys) -> None:
@@ -147,6 +178,8 @@ def test_dry_run_lists_every_table_and_runs_nothing(capsys) -> None:
     out = capsys.readouterr().out
     assert {line.split(":")[0] for line in out.splitlines()} == set(reproduce.NAMES)
     assert "jointcomp run recipes/deep-compression-lenet5.yaml --force" in out
+    assert f"jointcomp sweep {reproduce.TBASIS_FLOAT} --zip --vary" in out
+    assert "python tools/tbasis_table.py runs/tbasis-study/tbasis" in out
     assert reproduce.main(["--dry-run", "--quick", "--only", "anchors"]) == 0
     assert "train.max_batches=20" in capsys.readouterr().out
 
@@ -215,120 +248,99 @@ def test_recipes_table_reads_reports_and_never_guesses_a_missing_run(tmp_path: P
     assert lines[3].startswith("| `missing` | not run | – |")
 
 
-def test_bench_tbasis_quantized_row_runs_the_recipe_with_the_asked_overrides() -> None:
-    """The quantized row is the recipe's own quantize stage with only the flags changed, so
-    a row named ``-rate2-mse`` measured rate 2 with least-MSE scales and nothing else."""
-    import bench_tbasis
+STUDIES = TOOLS.parent / "recipes" / "studies"
 
-    from jointcomp.recipe import load_recipe_data
 
-    recipe_stages = load_recipe_data(bench_tbasis.RECIPE)["stages"]
-    recipe_quantize = recipe_stages[1]["quantize"]
-    plain = bench_tbasis.quant_stages(bench_tbasis.parse_args([]), 16, 16)[1]["quantize"]
-    assert "scaling" not in plain and "rate" not in plain
-    assert plain["finetune"]["epochs"] == 18 and plain["bits"]["factors"] == 4
-    assert plain["fold_bn"] == recipe_quantize["fold_bn"]
-    args = bench_tbasis.parse_args(["--scaling", "mse", "--rate", "2", "--bits", "3"])
-    asked = bench_tbasis.quant_stages(args, 16, 16)
-    q = asked[1]["quantize"]
-    assert (q["scaling"], q["rate"], q["bits"]["factors"]) == ("mse", 2.0, 3)
-    assert asked[0]["share"]["basis"] == 16 and asked[2] == recipe_stages[2]
-    assert q["finetune"] == plain["finetune"]
-    args = bench_tbasis.parse_args(
-        [
-            "--qat-lr",
-            "0.00025",
-            "--qat-alpha",
-            "0.9",
-            "--fold-epochs",
-            "1",
-            "--fold-lr",
-            "5e-05",
-            "--calibration",
-            "absmax",
-        ]
-    )
-    tuned_stage = bench_tbasis.quant_stages(args, 16, 16)[1]["quantize"]
-    assert tuned_stage["calibration"] == "absmax" and "calibration" not in plain
-    assert (
-        tuned_stage["fold_epochs"] == 1 and plain["fold_epochs"] == recipe_quantize["fold_epochs"]
-    )
-    assert tuned_stage["fold_lr"] == 5e-05 and "fold_lr" not in plain
-    tuned = tuned_stage["finetune"]
-    assert tuned["lr"] == 0.00025 and tuned["distill"] == {"alpha": 0.9, "temperature": 4.0}
-    assert "distill" not in plain["finetune"]  # unset: the recipe's train.distill applies
-    assert (
-        bench_tbasis.quant_run_name(args, 16, 16)
-        == "tbasis-b16-r16-q4-lr0.00025-kd0.9-fold1-foldlr5e-05-absmax"
-    )
-    rounded = bench_tbasis.parse_args(
-        ["--fold-rounding", "qat", "--qat-epochs", "2", "--fold-bits", "8"]
-    )
-    folded = bench_tbasis.quant_stages(rounded, 16, 16)[1]["quantize"]
-    assert folded["fold_rounding"] == "qat" and folded["bits"]["biases"] == 8
-    assert folded["layers"]["*.out_scale"]["bits"] == 8
-    assert plain["layers"]["*.out_scale"] == recipe_quantize["layers"]["*.out_scale"]
-    assert plain["bits"]["biases"] == recipe_quantize["bits"]["biases"]
-    assert bench_tbasis.quant_run_name(rounded, 16, 16) == "tbasis-b16-r16-q4-e2-fbits8-fround-qat"
-    assert bench_tbasis.quant_run_name(bench_tbasis.parse_args([]), 16, 16) == "tbasis-b16-r16-q4"
-    with pytest.raises(SystemExit):
-        bench_tbasis.parse_args(["--scaling", "minmax"])
-    # --method kmeans: codebooks instead of QAT's grids, in the stage and in the run's name
-    codebooks = bench_tbasis.parse_args(["--method", "kmeans"])
-    assert bench_tbasis.quant_stages(codebooks, 16, 16)[1]["quantize"]["method"] == "kmeans"
-    assert plain["method"] == recipe_quantize["method"] == "qat"
-    assert bench_tbasis.quant_run_name(codebooks, 16, 16) == "tbasis-b16-r16-q4-kmeans"
-    # --codebooks / --coef-bits: per-table overrides inside QAT, named in the run
-    tables = bench_tbasis.parse_args(["--codebooks", "coef,rank_scale", "--coef-bits", "5"])
-    layers = bench_tbasis.quant_stages(tables, 16, 16)[1]["quantize"]["layers"]
-    assert layers["*.coef"] == {"bits": 5, "method": "kmeans"}
-    assert layers["*.rank_scale"] == {"method": "kmeans"}
-    assert (
-        bench_tbasis.quant_run_name(tables, 16, 16) == "tbasis-b16-r16-q4-cbits5-km-coef-rankscale"
-    )
-    with pytest.raises(SystemExit):
-        bench_tbasis.quant_stages(bench_tbasis.parse_args(["--codebooks", "basis"]), 16, 16)
-    # --row-scales: a scale per row of a T-Basis table (granularity channel), named in the run
-    rows = bench_tbasis.parse_args(["--row-scales", "coef", "--coef-bits", "5"])
-    row_layers = bench_tbasis.quant_stages(rows, 16, 16)[1]["quantize"]["layers"]
-    assert row_layers["*.coef"] == {"bits": 5, "granularity": "channel"}
-    assert "*.rank_scale" not in row_layers
-    assert bench_tbasis.quant_run_name(rows, 16, 16) == "tbasis-b16-r16-q4-cbits5-rows-coef"
-    with pytest.raises(SystemExit):
-        bench_tbasis.quant_stages(bench_tbasis.parse_args(["--row-scales", "basis"]), 16, 16)
-    # --bias-correction: the recipe's bias_correction, named in the run; off by default
-    corrected = bench_tbasis.parse_args(["--bias-correction", "--fold-bits", "5"])
-    assert bench_tbasis.quant_stages(corrected, 16, 16)[1]["quantize"]["bias_correction"] is True
-    assert bench_tbasis.quant_run_name(corrected, 16, 16) == "tbasis-b16-r16-q4-fbits5-bcorr"
-    assert (
-        "bias_correction"
-        not in bench_tbasis.quant_stages(bench_tbasis.parse_args([]), 16, 16)[1]["quantize"]
-    )
-    # --fold-offset: the folded output scales' grid spans their own range, named in the run
-    offset = bench_tbasis.parse_args(["--fold-offset", "--fold-bits", "5"])
-    scale_override = bench_tbasis.quant_stages(offset, 16, 16)[1]["quantize"]["layers"]
-    assert scale_override["*.out_scale"] == {
-        "bits": 5,
-        "granularity": "tensor",
-        "symmetric": False,
-        "include_zero": False,
+def test_study_recipes_validate_and_say_what_they_are() -> None:
+    from jointcomp.recipe import load_recipe
+
+    paths = sorted(STUDIES.glob("*.yaml"))
+    assert {p.name for p in paths} >= {
+        "resnet32-fashion-tbasis-float.yaml",
+        "resnet32-fashion-tt.yaml",
     }
-    assert bench_tbasis.quant_run_name(offset, 16, 16) == "tbasis-b16-r16-q4-fbits5-foffset"
-    # --bias-bits: the biases' bits alone, after --fold-bits
-    split = bench_tbasis.parse_args(["--fold-bits", "4", "--bias-bits", "6"])
-    split_q = bench_tbasis.quant_stages(split, 16, 16)[1]["quantize"]
-    assert split_q["bits"]["biases"] == 6 and split_q["layers"]["*.out_scale"]["bits"] == 4
-    assert bench_tbasis.quant_run_name(split, 16, 16) == "tbasis-b16-r16-q4-fbits4-bbits6"
-    # --qat-teacher input: QAT distils from the float network it quantizes, alpha kept
-    taught = bench_tbasis.parse_args(["--qat-teacher", "input", "--qat-alpha", "0.9"])
-    taught_distill = bench_tbasis.quant_stages(taught, 16, 16)[1]["quantize"]["finetune"]["distill"]
-    assert taught_distill == {"alpha": 0.9, "temperature": 4.0, "teacher": "input"}
-    assert bench_tbasis.quant_run_name(taught, 16, 16) == "tbasis-b16-r16-q4-kd0.9-kd-input"
-    as_recipe = bench_tbasis.parse_args(["--qat-teacher", "baseline"])
-    assert bench_tbasis.quant_stages(as_recipe, 16, 16) == bench_tbasis.quant_stages(
-        bench_tbasis.parse_args([]), 16, 16
+    for path in paths:
+        assert path.read_text(encoding="utf-8").startswith("# Study: "), path.name
+        load_recipe(path)
+
+
+def test_tbasis_study_rows_share_the_quantized_rows_baseline_and_share_stage() -> None:
+    """The float B16 R16 point and the quantized row (the bundled recipe at the study's
+    protocol) train the same baseline and run the same share stage, so the table compares the
+    quantized file with the very network it quantized; the TT rows use the same baseline."""
+    from jointcomp.baseline import baseline_key
+    from jointcomp.recipe import load_recipe
+
+    quantized = load_recipe(TOOLS.parent / reproduce.TBASIS_RECIPE, reproduce.TBASIS_PROTOCOL)
+    point = load_recipe(
+        TOOLS.parent / reproduce.TBASIS_FLOAT,
+        ["stages.0.share.basis=16", "stages.0.share.rank=16"],
     )
-    # --device is the recipe's device; rows train on the CPU unless asked
-    assert bench_tbasis.base_recipe(bench_tbasis.parse_args([]))["device"] == "cpu"
-    on_gpu = bench_tbasis.parse_args(["--device", "cuda:1"])
-    assert bench_tbasis.base_recipe(on_gpu)["device"] == "cuda:1"
+    tt = load_recipe(TOOLS.parent / reproduce.TBASIS_TT)
+    kwargs = {"in_channels": 1, "num_classes": 10}
+    assert baseline_key(point, kwargs) == baseline_key(quantized, kwargs)
+    assert baseline_key(tt, kwargs) == baseline_key(quantized, kwargs)
+    assert point.stages[0].to_entry() == quantized.stages[0].to_entry()
+    assert [c.stage for c in quantized.stages] == ["share", "quantize", "fold", "encode"]
+    assert quantized.stages[1].qat.finetune.epochs == 18
+    assert point.stages[-1].float_storage == tt.stages[-1].float_storage == "f32"
+
+
+def _run(folder: Path, stages: list[dict], report_stages: list[dict], final: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "recipe.json").write_text(json.dumps({"stages": stages}))
+    report = {
+        "baseline": {"params": 1000, "accuracy": 0.9},
+        "stages": report_stages,
+        "final": {"header_bytes": 50, **final},
+        "layers": [
+            {"type": "TBasis", "bytes": 300},
+            {"type": "TBasisCoefficients", "bytes": 40},
+            {"type": "Conv2d", "bytes": 10},
+        ],
+    }
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def _share(params: int, basis: int, fit: float) -> dict:
+    summary = {"basis_params": basis}
+    return {"name": "share", "params": params, "record": {"metric_fit": fit, "summary": summary}}
+
+
+def test_tbasis_table_from_sweeps_and_runs(tmp_path: Path, capsys) -> None:
+    """Rows come from each run's recipe.json and report.json; a TT row follows the T-Basis
+    row nearest in parameters, quantized rows come last, the paper's figure beside its B/R."""
+    import tbasis_table
+
+    final = {"accuracy": 0.8, "bytes": 500, "compression_ratio": 8.0}
+    sweep = tmp_path / "tbasis"
+    points = []
+    for b, params in ((16, 500), (8, 100)):
+        run = sweep / "points" / f"b{b}"
+        stages = [{"share": {"basis": b, "rank": b}}, {"encode": {}}]
+        _run(run, stages, [_share(params, params // 5, 0.5)], final)
+        points.append({"run": str(tmp_path / "gone" / run.name)})  # moved: found under points/
+    (sweep / "sweep.json").write_text(json.dumps({"points": points}))
+    _run(
+        tmp_path / "tt",
+        [{"decompose": {"format": "tt", "rank": 5}}],
+        [{"name": "decompose", "params": 520, "record": {}}],
+        {**final, "accuracy": 0.7},
+    )
+    q = [_share(500, 100, 0.5), {"name": "quantize", "params": 500, "record": {}}]
+    _run(tmp_path / "q", [{"share": {"basis": 16, "rank": 16}}], q, {**final, "bytes": 400})
+    args = [str(sweep / "sweep.json"), str(tmp_path / "q"), str(tmp_path / "tt" / "report.json")]
+    assert tbasis_table.main(args) == 0
+    out = capsys.readouterr().out
+    assert "tbasis+q 16/16: 400 B = basis 300 + coefficient tables 40 + header 50 + rest 10" in out
+    table = last_markdown_table(out)
+    assert table is not None
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["tbasis", "tt", "tbasis", "tbasis+q"]
+    assert rows[0][1:] == [
+        "16/16", "500", "50.00", "40.00", "50.00", "80.00", "500", "8.0", "90.24% at 9.5%"
+    ]  # fmt: skip
+    assert rows[1][1:] == ["r5", "520", "52.00", "", "", "70.00", "500", "8.0", ""]
+    assert rows[2][1] == "8/8" and rows[2][-1] == "81.35% at 2.1%"
+    assert rows[3][1] == "16/16" and rows[3][-1] == ""  # the paper's figures are float rows'

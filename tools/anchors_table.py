@@ -1,5 +1,5 @@
-"""The README's "Against the anchors" tables: jointcomp, the Deep Compression recipe and NNCodec on
-the same trained baselines, read from their measured outputs.
+"""The "Against the anchors" tables of docs/RESULTS.md: jointcomp, the Deep Compression recipe
+and NNCodec on the same trained baselines, read from their measured outputs.
 
     python tools/anchors_table.py                # runs/ as tools/reproduce.py leaves it
     python tools/anchors_table.py --coders       # bench_nncodec's coder-vs-coder totals

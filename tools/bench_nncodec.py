@@ -42,7 +42,7 @@ from readme_tables import md_table
 from jointcomp.codec import encode, entropy_bits
 from jointcomp.container.artifact import read_header
 from jointcomp.recipe import load_recipe_data
-from jointcomp.train import evaluate
+from jointcomp.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 # coarse where accuracy is flat, every qp (a quarter octave of step size) around the knee
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     raw.pop("stages", None)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the tables / JSON
-            bench = setup(raw, out)
+            bench = setup(raw)
         qps = tuple(args.qp or (QUICK_QPS if args.quick else QPS))
         batch = bench.recipe.data.eval_batch_size
         print(f"{args.model}: NNCodec at qp {list(qps)}", file=sys.stderr)
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "points": points,
         "coders": coders,
     }
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     anchor = [[p["bytes"], p["accuracy"]] for p in points]
     (out / "anchor.json").write_text(json.dumps(anchor) + "\n")

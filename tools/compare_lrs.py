@@ -16,7 +16,8 @@ import argparse
 import time
 from typing import Any
 
-from harness import Bench, nonzero_params, setup, table
+from harness import Bench, nonzero_params, setup
+from readme_tables import md_table
 
 RECIPE: dict[str, Any] = {
     "name": "compare-lrs",
@@ -33,7 +34,7 @@ RECIPE: dict[str, Any] = {
 }
 
 
-def layers(sparse: float) -> dict[str, Any]:
+def overrides(sparse: float) -> dict[str, Any]:
     return {
         "conv1": {"format": "svd", "sparse": sparse},
         "conv2": {"format": "tucker2", "sparse": sparse},
@@ -46,12 +47,12 @@ def decompose(bench: Bench, model, keep_total: int, sparse: float, epochs: int, 
     decomposable = sum(p.numel() for p in model.parameters())
     fraction = keep_total / decomposable
     params = {
-        "layers": layers(sparse),
+        "overrides": overrides(sparse),
         "execution": "factorized",
         "budget": {"params": fraction, "batches": 2, "batch_size": 256, "levels": 6},
         "finetune": {"epochs": epochs, **extra},
     }
-    return bench.run(model, "decompose", params)[0]
+    return bench.run(model, "decompose", params).model
 
 
 def methods(bench: Bench, keep: float, epochs: int, extra: dict) -> dict[str, Any]:
@@ -63,20 +64,14 @@ def methods(bench: Bench, keep: float, epochs: int, extra: dict) -> dict[str, An
     out["low rank (svd/tucker2)"] = decompose(bench, base, target, 0.0, epochs, extra)
     weights = sum(m.weight.numel() for m in base.modules() if hasattr(m, "weight"))
     ratio = 1 - (target - (total - weights)) / weights  # biases stay: prune the rest to target
+    unstructured = {"structured": False, "ratio": ratio, "global_ranking": True}
     out["unstructured pruning"] = bench.run(
-        base,
-        "prune",
-        {
-            "structured": False,
-            "ratio": ratio,
-            "global_ranking": True,
-            "finetune": {"epochs": epochs, **extra},
-        },
-    )[0]
+        base, "prune", {**unstructured, "finetune": {"epochs": epochs, **extra}}
+    ).model
     half = max(1, epochs // 2)
-    pruned, _ = bench.run(
+    pruned = bench.run(
         base, "prune", {"ratio": 0.5, "target": "params", "finetune": {"epochs": half, **extra}}
-    )
+    ).model
     out["filter pruning + tucker2"] = decompose(bench, pruned, target, 0.0, epochs - half, extra)
     return out
 
@@ -92,7 +87,6 @@ def main() -> None:
         default=150,
         help="batches per fine-tuning epoch (0: the whole training set)",
     )
-    parser.add_argument("--out", default="runs/compare-lrs")
     args = parser.parse_args()
     raw = {**RECIPE, "data": dict(RECIPE["data"]), "train": dict(RECIPE["train"])}
     epochs = args.epochs
@@ -102,7 +96,7 @@ def main() -> None:
         raw["train"]["epochs"] = 3
         epochs, extra = 2, {"max_batches": 20}
     start = time.perf_counter()
-    bench = setup(raw, args.out)
+    bench = setup(raw)
     base_acc = bench.accuracy(bench.baseline)
     total = sum(p.numel() for p in bench.baseline.parameters())
     rows = [["baseline", "100%", f"{total:,}", "100.0%", f"{base_acc:.2%}", "—"]]
@@ -128,7 +122,9 @@ def main() -> None:
         f"{' (quick)' if args.quick else ''}; {time.perf_counter() - start:.0f} s"
     )
     print(
-        table(["method", "target", "params (nonzero)", "of baseline", "top-1", "drop (pts)"], rows)
+        md_table(
+            ["method", "target", "params (nonzero)", "of baseline", "top-1", "drop (pts)"], rows
+        )
     )
 
 

@@ -16,7 +16,8 @@ import argparse
 import time
 
 from compare_lrs import RECIPE
-from harness import nonzero_params, setup, table
+from harness import nonzero_params, setup
+from readme_tables import md_table
 
 MEASURES = ["none", "effective_rank", "nuclear", "hoyer", "gini"]
 
@@ -33,7 +34,6 @@ def main() -> None:
         help="batches per training epoch (0: the whole training set)",
     )
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6])
-    parser.add_argument("--out", default="runs/compare-measures")
     args = parser.parse_args()
     raw = {
         **RECIPE,
@@ -50,28 +50,23 @@ def main() -> None:
         raw["train"]["epochs"] = 3
         reg_ft["max_batches"] = dec_ft["max_batches"] = 20
     start = time.perf_counter()
-    bench = setup(raw, args.out)
+    bench = setup(raw)
     total = sum(p.numel() for p in bench.baseline.parameters())
     base_acc = bench.accuracy(bench.baseline)
     rows = [["baseline", "—", "—", "1.00×", f"{base_acc:.2%}"]]
-    layers = {"*": {"format": "svd"}}
     for measure in MEASURES:
         if measure == "none":
             model = bench.baseline
         else:
-            model, _ = bench.run(
+            model = bench.run(
                 bench.baseline,
                 "regularize",
                 {"measure": measure, "weight": args.weight, "finetune": reg_ft},
-            )
+            ).model
         reg_acc = bench.accuracy(model)
         for t in args.thresholds:
-            spec = {
-                "layers": {k: {**v, "rank": f"indicator:{t}"} for k, v in layers.items()},
-                "execution": "factorized",
-                "finetune": dec_ft,
-            }
-            out, _ = bench.run(model, "decompose", spec)
+            spec = {"format": "svd", "rank": f"indicator:{t}", "execution": "factorized"}
+            out = bench.run(model, "decompose", {**spec, "finetune": dec_ft}).model
             n = nonzero_params(out)
             rows.append(
                 [measure, f"{reg_acc:.2%}", t, f"{total / n:.2f}×", f"{bench.accuracy(out):.2%}"]
@@ -85,7 +80,7 @@ def main() -> None:
         f"{' (quick)' if args.quick else ''}; {time.perf_counter() - start:.0f} s"
     )
     print(
-        table(
+        md_table(
             [
                 "measure",
                 "top-1 after regularize",

@@ -42,7 +42,7 @@ from jointcomp.tensor import (
     tt_matrix_to_full,
 )
 from jointcomp.tensor.qtt import dequantize_cores
-from jointcomp.train import evaluate
+from jointcomp.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
-"""README table blocks: the Markdown between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``
-is owned by ``tools/reproduce.py``, which replaces exactly that block with fresh measurements and
-leaves every other byte of the file alone."""
+"""Table blocks of docs/RESULTS.md: the Markdown between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->`` is owned by ``tools/reproduce.py``, which replaces exactly that block with
+fresh measurements and leaves every other byte of the file alone."""
 
 from __future__ import annotations
 

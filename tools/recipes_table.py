@@ -1,4 +1,4 @@
-"""One README row per bundled recipe, read from the report each ``jointcomp run`` wrote.
+"""One docs/RESULTS.md row per bundled recipe, read from the report each ``jointcomp run`` wrote.
 
     python tools/recipes_table.py                       # runs/<recipe>/report.json of RECIPES
     python tools/recipes_table.py --runs DIR quickstart # other folder, other recipes

@@ -1,16 +1,17 @@
-"""Re-measure every table of the README and rewrite each in place.
+"""Re-measure every table of docs/RESULTS.md and rewrite each in place.
 
-    python tools/reproduce.py                   # every table: run its commands, rewrite README.md
+    python tools/reproduce.py                   # every table: run its commands, rewrite the file
     python tools/reproduce.py --only anchors    # one table (repeatable)
     python tools/reproduce.py --dry-run         # list the commands, run nothing
-    python tools/reproduce.py --quick           # small runs; prints tables, README untouched
-    python tools/reproduce.py --quick --readme /tmp/README.md   # ... or writes that copy
-    python tools/reproduce.py --only anchors --last-step        # re-table runs already on disk
+    python tools/reproduce.py --quick           # small runs; prints tables, RESULTS.md untouched
+    python tools/reproduce.py --quick --results /tmp/RESULTS.md   # ... or writes that copy
+    python tools/reproduce.py --only anchors --last-step          # re-table runs already on disk
 
-Each table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README; only
-that block is replaced. A table whose tool is missing, whose command fails, or whose markers the
-README lacks is skipped with a message (the others still run). Exit status: 0 when every chosen
-table was rewritten (or printed, with --quick), 1 otherwise.
+Each table lives between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the results file
+(``--results FILE``, default docs/RESULTS.md); only that block is replaced. A table whose tool is
+missing, whose command fails, or whose markers the file lacks is skipped with a message (the
+others still run). Exit status: 0 when every chosen table was rewritten (or printed, with
+--quick), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from anchors_table import MODELS
 from readme_tables import last_markdown_table, markdown_tables, md_table, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "RESULTS.md"  # the file whose tables are rewritten by default
 PY = "python"  # replaced by sys.executable when run, shown as "python" in listings
 QUICK_SET = ("train.max_batches=20",)  # --set for recipes: short baseline, short fine-tunes
 
@@ -71,7 +73,7 @@ def markdown(stdout: str) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """One README table: the tools it needs, its commands (full and quick) and how the last
+    """One results table: the tools it needs, its commands (full and quick) and how the last
     command's stdout becomes the block's Markdown."""
 
     name: str
@@ -107,7 +109,7 @@ def all_tables(stdout: str) -> str:
     return "\n\n".join(tables)
 
 
-# The bundled recipes of the README's recipes table, with the overrides their rows were run with.
+# The bundled recipes of the recipes table, with the overrides their rows were run with.
 RECIPE_RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("quickstart", ()),
     ("lenet5-fashion-prune", ()),
@@ -128,6 +130,59 @@ def _recipe_commands(quick: bool) -> tuple[Command, ...]:
         cmds.append(cmd)
     cmds.append(_tool("recipes_table.py", "--runs", runs, *(n for n, _ in RECIPE_RUNS)))
     return tuple(cmds)
+
+
+# The T-Basis study: float T-Basis rows (a sweep of B/R together), plain TT rows (a sweep of
+# the rank), and the bundled recipe's quantized row, all on the same 6,000-image baseline.
+TBASIS_FLOAT = "recipes/studies/resnet32-fashion-tbasis-float.yaml"
+TBASIS_TT = "recipes/studies/resnet32-fashion-tt.yaml"
+TBASIS_RECIPE = "recipes/resnet32-fashion-tbasis.yaml"
+TBASIS_PROTOCOL = (  # the bundled recipe at the study's protocol (docs/RESULTS.md)
+    "data.limit=6000",
+    "train.epochs=10",
+    "stages.0.share.finetune.epochs=3",
+    "stages.1.quantize.qat.finetune.epochs=18",
+)
+TBASIS_QUICK = (  # tiny: 1,000 images, 600 validation images, one epoch, 20 fit steps
+    "data.limit=1000",
+    "data.val_split=0.01",
+    "train.epochs=1",
+)
+
+
+def _sets(*overrides: str) -> Command:
+    """``--set`` options, one per key (a later override of a key replaces an earlier one)."""
+    merged = {o.partition("=")[0]: o for o in overrides}
+    return tuple(part for o in merged.values() for part in ("--set", o))
+
+
+def _tbasis_commands(quick: bool) -> tuple[Command, ...]:
+    out = "runs/quick/tbasis-study" if quick else "runs/tbasis-study"
+    pairs, ranks = ("16,8", "5") if quick else ("32,16,8,4", "5,2")
+    share = ("stages.0.share.finetune.epochs=1", "stages.0.share.fit_steps=20") if quick else ()
+    tt = ("stages.0.decompose.finetune.epochs=1",) if quick else ()
+    qat = ("stages.1.quantize.qat.finetune.epochs=1",) if quick else ()
+    tiny = TBASIS_QUICK if quick else ()
+    varied = ("--zip", "--vary", f"stages.0.share.basis={pairs}")
+    varied += ("--vary", f"stages.0.share.rank={pairs}")
+    ranked = ("--vary", f"stages.0.decompose.rank={ranks}")
+    float_sets, tt_sets = _sets(*tiny, *share), _sets(*tiny, *tt)
+    q_sets = _sets(*TBASIS_PROTOCOL, *tiny, *share, *qat)
+    return (
+        (
+            "jointcomp",
+            "sweep",
+            TBASIS_FLOAT,
+            *varied,
+            *float_sets,
+            "-o",
+            f"{out}/tbasis",
+            "--force",
+        ),
+        ("jointcomp", "sweep", TBASIS_TT, *ranked, *tt_sets, "-o", f"{out}/tt", "--force"),
+        ("jointcomp", "run", TBASIS_RECIPE, *q_sets, "-o", f"{out}/tbasis-q", "--force"),
+        _tool("tbasis_table.py", f"{out}/tbasis", f"{out}/tt", f"{out}/tbasis-q"),
+    )
 
 
 TABLES: tuple[Table, ...] = (
@@ -154,7 +209,7 @@ TABLES: tuple[Table, ...] = (
         "lrs",
         ("compare_lrs.py",),
         (_tool("compare_lrs.py"),),
-        (_tool("compare_lrs.py", "--quick", "--out", "runs/quick/compare-lrs"),),
+        (_tool("compare_lrs.py", "--quick"),),
     ),
     Table(
         "qdecomp",
@@ -166,13 +221,13 @@ TABLES: tuple[Table, ...] = (
         "measures",
         ("compare_measures.py",),
         (_tool("compare_measures.py"),),
-        (_tool("compare_measures.py", "--quick", "--out", "runs/quick/compare-measures"),),
+        (_tool("compare_measures.py", "--quick"),),
     ),
     Table(
         "tbasis",
-        ("bench_tbasis.py",),
-        (_tool("bench_tbasis.py"),),
-        (_tool("bench_tbasis.py", "--quick", "--out", "runs/quick/bench-tbasis"),),
+        ("tbasis_table.py",),
+        _tbasis_commands(quick=False),
+        _tbasis_commands(quick=True),
     ),
     Table(
         "anchors",
@@ -233,23 +288,35 @@ def missing_tools(table: Table) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    doc = __doc__.splitlines()
     ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc[0],
+        epilog="\n".join(doc[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--only", action="append", choices=NAMES, help="a table to redo (repeatable)")
-    ap.add_argument("--quick", action="store_true", help="small runs; README untouched by default")
+    ap.add_argument(
+        "--quick", action="store_true", help="small runs; the file untouched unless --results"
+    )
     ap.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
     ap.add_argument(
         "--last-step",
         action="store_true",
         help="run only each table's last command: tables from the runs already on disk",
     )
-    ap.add_argument("--readme", help="the file whose tables are rewritten (default: README.md)")
+    ap.add_argument(
+        "--results",
+        metavar="FILE",
+        help=f"the file whose tables are rewritten (default: {RESULTS.relative_to(ROOT)})",
+    )
     args = ap.parse_args(argv)
-    readme = Path(args.readme) if args.readme else (None if args.quick else ROOT / "README.md")
+    results = Path(args.results) if args.results else (None if args.quick else RESULTS)
     chosen = [t for t in TABLES if not args.only or t.name in args.only]
-    text = readme.read_text(encoding="utf-8") if readme and readme.is_file() else None
+    text = results.read_text(encoding="utf-8") if results and results.is_file() else None
     ok = True
+    if results and text is None and not args.dry_run:
+        print(f"{results}: not found; tables are printed only", file=sys.stderr)
+        ok = False
     for table in chosen:
         cmds = table.quick if args.quick else table.commands
         print(f"[{table.name}]", file=sys.stderr, flush=True)
@@ -277,11 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             text = replace_block(text, table.name, block)
         except (KeyError, ValueError) as exc:
             why = exc if isinstance(exc, ValueError) else f"no <!-- table:{table.name} --> block"
-            print(f"  {readme}: {why}; printed only", file=sys.stderr)
+            print(f"  {results}: {why}; printed only", file=sys.stderr)
             ok = False
             continue
-        readme.write_text(text, encoding="utf-8")  # after each table: a later failure keeps it
-        print(f"  rewrote the {table.name} table in {readme}", file=sys.stderr)
+        results.write_text(text, encoding="utf-8")  # after each table: a later failure keeps it
+        print(f"  rewrote the {table.name} table in {results}", file=sys.stderr)
     return 0 if ok else 1
 
 
