@@ -29,7 +29,9 @@ def recipe_data(recipe: Recipe) -> tuple[DataBundle, dict[str, Any]]:
     (input shape — the recipe's ``input_shape`` when given — and class count), then the
     recipe's own, which win."""
     spec = recipe.data
-    data = load_data(spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit)
+    data = load_data(
+        spec.dataset, spec.root, spec.val_split, spec.seed, spec.limit, test_split=spec.test_split
+    )
     shape = tuple(recipe.model.input_shape or data.input_shape)
     kwargs = {
         **data_kwargs(recipe.model.builder, shape, data.num_classes),

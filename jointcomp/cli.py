@@ -117,7 +117,8 @@ def run(
     fin = result.report["final"]
     out.print(
         f"file    {result.model_path}  ({fin['bytes']:,} bytes, {fin['compression_ratio']:.1f}× "
-        f"vs fp32, top-1 {fin['accuracy']:.2%}, drop {100 * fin['accuracy_drop']:+.2f} points)"
+        f"vs fp32, test top-1 {fin['accuracy']:.2%}, drop {100 * fin['accuracy_drop']:+.2f} "
+        "points)"
     )
     out.print(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}")
 
@@ -263,7 +264,7 @@ def decode(file: str, target: str, trust: bool) -> None:
 @click.option("--out", "out_dir", default=None, help="write report.json/md/html here")
 @_friendly
 def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str | None) -> None:
-    """Re-measure FILE (size, MACs, latency, accuracy) on the recipe's validation data."""
+    """Re-measure FILE (size, MACs, latency, accuracy) on the recipe's test split."""
     from .audit import audit_file, write_reports
     from .audit.report import HEADERS, summary_rows
     from .baseline import baseline_key, cache_dir, get_baseline, recipe_data

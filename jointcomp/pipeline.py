@@ -205,11 +205,12 @@ def _stage_context(
     console: Console,
 ) -> Context:
     """What stage ``index`` gets: calibration batches from the training data, validation
-    batches from the validation split, a trainer with the recipe's settings distilling from the
-    baseline, top-1 on the validation split as its metric."""
+    batches from the validation split (carved from the training data: the test split is the
+    audit's alone), a trainer with the recipe's settings distilling from the baseline, top-1
+    on the validation split as its metric."""
     batch_size, eval_batch = recipe.data.batch_size, recipe.data.eval_batch_size
     return Context(
-        data=Batches(data.train, data.val if len(data.val) else None, batch_size=batch_size),
+        data=Batches(data.train, data.val, batch_size=batch_size),
         finetune=Trainer(
             data.train,
             recipe.train,
@@ -285,13 +286,13 @@ def _run_stages(
         model = model.to(device).eval()
         seconds = time.perf_counter() - start
         accuracy = context.score(model)
-        context.log(f"top-1 {accuracy:.2%} ({seconds:.1f} s)")
+        context.log(f"val top-1 {accuracy:.2%} ({seconds:.1f} s)")
         record = {
             "index": index,
             "name": name,
             "fingerprint": _stage_fingerprint(config),
             "seconds": round(seconds, 3),
-            "accuracy": accuracy,
+            "val_accuracy": accuracy,
             "params": count_params(model),
             "record": stage_record,
         }

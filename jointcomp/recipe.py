@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from .config import StageConfig, Strict, format_validation_error
+from .data.bundle import TEST_SELECTION
 from .errors import RecipeError
 from .stages import STAGES
 from .training import TrainSpec
@@ -49,7 +50,9 @@ class ModelSpec(Strict):
 
 
 class DataSpec(Strict):
-    """The dataset, its split and its batching."""
+    """The dataset in three roles: train (what models train on), val (carved from the training
+    data; every choice a stage makes is judged on it) and test (held out; the audit's reported
+    figures, and nothing else, are measured on it)."""
 
     dataset: str = Field(
         description="digits | fashion-mnist | mnist | cifar10 | pkg.module:callable"
@@ -57,17 +60,31 @@ class DataSpec(Strict):
     root: str | None = Field(None, description="directory holding the dataset files")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
-    val_split: float | Literal["test"] = Field(
+    val_split: float = Field(
         0.1,
-        description="fraction of the training set held out, or 'test' for the official test set",
+        description="fraction of the training data held out for validation (the stages' "
+        "choices), carved with a seeded permutation",
     )
-    seed: int = Field(0, description="seed of the validation carve")
+    test_split: float | None = Field(
+        None,
+        description="the reported figures' split: null for the dataset's official test split; "
+        "a fraction held out of the training data instead (needed where there is none: "
+        "digits), always the same samples whatever the seed",
+    )
+    seed: int = Field(0, description="seed of the carves")
     limit: int | None = Field(None, ge=1, description="use only the first N training samples")
 
-    @field_validator("val_split")
+    @field_validator("val_split", mode="before")
     @classmethod
-    def _fraction(cls, v: float | str) -> float | str:
-        if isinstance(v, float) and not 0.0 < v < 1.0:
+    def _no_test_selection(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().lower() == "test":
+            raise ValueError(TEST_SELECTION)
+        return v
+
+    @field_validator("val_split", "test_split")
+    @classmethod
+    def _fraction(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v < 1.0:
             raise ValueError("a fraction must lie strictly between 0 and 1")
         return v
 

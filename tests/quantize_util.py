@@ -10,21 +10,17 @@ import torch
 from torch import nn
 
 from jointcomp.context import Context, Step
-from jointcomp.data import load_data
 from jointcomp.models import build_model, data_kwargs
 from jointcomp.nn import decompose
 from jointcomp.stages import FoldConfig, QuantizeConfig, apply_stage
 
-from .stage_util import bundle_context
+from .stage_util import bundle_context, digits_bundle
 
 KWARGS = data_kwargs("zoo:small_cnn", (1, 8, 8), 10)
-_DATA: list[Any] = []
 
 
 def digits() -> Any:
-    if not _DATA:
-        _DATA.append(load_data("digits", None, 0.2, 0, None))
-    return _DATA[0]
+    return digits_bundle()
 
 
 def stage_ctx(**train: Any) -> Context:

@@ -11,8 +11,18 @@ from torch import nn
 
 from jointcomp.batches import Batches
 from jointcomp.context import Context
-from jointcomp.data import DataBundle
+from jointcomp.data import DataBundle, load_data
 from jointcomp.training import Trainer, evaluate, frozen_copy
+
+_DIGITS: list[DataBundle] = []
+
+
+def digits_bundle() -> DataBundle:
+    """Digits in its three roles as the stage tests use them (20% held out as the test split,
+    20% of the rest as validation), loaded once per process."""
+    if not _DIGITS:
+        _DIGITS.append(load_data("digits", None, 0.2, 0, None, test_split=0.2))
+    return _DIGITS[0]
 
 
 def bundle_context(

@@ -3,6 +3,8 @@ dtype) -- never another exception, never a hang, never the last-resort wrapper."
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -39,7 +41,7 @@ PAYLOADS = {
 def test_truncations_and_flips(key):
     x, enc = PAYLOADS[key]
     data = enc.data
-    rng = np.random.default_rng(hash(key) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr(key).encode()))  # hash() changes per process
     for cut in sorted(set(rng.integers(0, len(data), 40).tolist()) | {0, len(data) - 1}):
         if 0 <= cut < len(data):
             check_decode(enc.codec, data[:cut], enc.params, x.size, x.dtype)

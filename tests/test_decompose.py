@@ -43,7 +43,7 @@ def random_data(shape: tuple[int, ...], n: int = 64, classes: int = 10) -> DataB
     x = torch.randn(n, *shape, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     ds = TensorDataset(x, y)
-    return DataBundle("random", ds, ds, shape, classes)
+    return DataBundle("random", ds, ds, ds, shape, classes)
 
 
 def run_stage(

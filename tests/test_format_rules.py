@@ -43,11 +43,13 @@ def _versioned(major: int, minor: int) -> bytes:
 
 
 def test_this_version_is_read() -> None:
-    assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 6)  # files users have are 1.6: keep reading them
-    assert open_artifact(_versioned(1, 6)).manifest.builder == "zoo:lenet300"
+    assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 7)  # files users have are 1.7: keep reading them
+    assert open_artifact(_versioned(1, 7)).manifest.builder == "zoo:lenet300"
 
 
-@pytest.mark.parametrize("major,minor", [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (0, 9)])
+@pytest.mark.parametrize(
+    "major,minor", [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (0, 9)]
+)
 def test_older_versions_are_pre_release_formats_to_write_again(major: int, minor: int) -> None:
     message = (
         rf"format {major}\.{minor}, a pre-release format this jointcomp no longer reads: "
@@ -57,9 +59,9 @@ def test_older_versions_are_pre_release_formats_to_write_again(major: int, minor
         open_artifact(_versioned(major, minor))
 
 
-@pytest.mark.parametrize("major,minor", [(1, 7), (1, 65535), (2, 0), (2, 6)])
+@pytest.mark.parametrize("major,minor", [(1, 8), (1, 65535), (2, 0), (2, 7)])
 def test_newer_versions_say_upgrade(major: int, minor: int) -> None:
-    message = rf"format {major}\.{minor}, newer than this jointcomp's 1\.6: upgrade jointcomp"
+    message = rf"format {major}\.{minor}, newer than this jointcomp's 1\.7: upgrade jointcomp"
     with pytest.raises(FormatError, match=message):
         open_artifact(_versioned(major, minor))
 
@@ -167,10 +169,9 @@ def test_raw_parameters_follow_from_the_quantizer_range(tmp_path: Path) -> None:
 
 
 def test_quantize_stage_puts_row_scales_on_the_grid(tmp_path: Path) -> None:
-    from jointcomp.data import load_data
     from jointcomp.stages.quantize import QuantizeConfig, quantize
 
-    from .stage_util import bundle_context
+    from .stage_util import bundle_context, digits_bundle
     from .test_tbasis_equalize import _uneven_model
 
     config = QuantizeConfig(
@@ -178,7 +179,7 @@ def test_quantize_stage_puts_row_scales_on_the_grid(tmp_path: Path) -> None:
         bits={"factors": 4, "weights": 8, "norms": 8, "biases": 8},
         overrides={"*.coef": {"granularity": "channel", "scale_grid": 64}},
     )
-    context = bundle_context(load_data("digits", None, 0.2, 0, None), train={"epochs": 1})
+    context = bundle_context(digits_bundle(), train={"epochs": 1})
     model, record = quantize(_uneven_model(), config, context)
     moved = record["summary"]["scales_on_grid"]
     assert moved["tensors"] == 1 and moved["max_relative_change"] <= 2 ** (1 / 128) - 1

@@ -1,6 +1,7 @@
-"""Fuzzing a real .jcz: every single-byte flip and every truncation is a FormatError; payload
-corruption behind valid checksums (a crafted file) is a FormatError or a clean load, never another
-exception and never a hang."""
+"""Fuzzing a real .jcz: every single-byte flip and every truncation is a FormatError; behind
+valid checksums (a crafted file), a lying header is a FormatError or changes nothing, and payload
+corruption is a FormatError or a whole module that runs — never another exception, never a
+hang."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from jointcomp.container.framing import pack, unpack
 from jointcomp.errors import FormatError
 from jointcomp.models import build_model
 from jointcomp.nn.quantized import Codebook, IntQuantized, attach
+
+from .conftest import assert_same_tensors
 
 CODERS = ["ans", "huffman", "tunstall", "range", "raw", "sparse", "auto"]
 
@@ -91,8 +94,17 @@ def _reseal(header: dict, payload: bytes) -> bytes:
     return pack(header, [payload])
 
 
+def _original(image: bytes) -> dict[str, torch.Tensor]:
+    return open_artifact(image).model.state_dict()
+
+
 def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
+    """Behind a recomputed checksum a coded payload's damage may still decode (no coder can
+    tell every wrong symbol from a right one): then the module is whole — the file's tensors,
+    shapes and dtypes — and runs; with the bytes unchanged it is the original, tensor for
+    tensor. Anything else is a FormatError."""
     header, payload = _parts(image)
+    original = _original(image)
     rng = random.Random(0)
     _, _, entries, _ = read_header(image)  # the table leaves implied lengths out
     coded = [
@@ -100,8 +112,9 @@ def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
         for i, e in enumerate(entries)
         if e["c"] != "plain" and e["b"]
     ]
-    outcomes = {"format_error": 0, "loaded": 0}
-    for _ in range(400):
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    outcomes = {"format_error": 0, "same": 0, "changed": 0}
+    for case in range(400):
         entry, start = rng.choice(coded)
         mutated = bytearray(payload)
         pos = start + rng.randrange(entry["b"])
@@ -109,16 +122,32 @@ def test_resealed_payload_corruption_never_crashes(image: bytes) -> None:
             [mutated[pos] ^ (1 << rng.randrange(8)), 0, 0xFF, rng.randrange(256)]
         )
         try:
-            _open_within(_reseal(json.loads(json.dumps(header)), bytes(mutated)))
-            outcomes["loaded"] += 1
+            model = _open_within(_reseal(json.loads(json.dumps(header)), bytes(mutated))).model
         except FormatError:
             outcomes["format_error"] += 1
-    assert outcomes["format_error"] > 0
-    assert sum(outcomes.values()) == 400
+            continue
+        theirs = model.state_dict()
+        where = f"case {case}: {entry['n']} byte {pos - start} ({entry['c']})"
+        assert list(theirs) == list(original), where
+        for name, tensor in original.items():
+            assert (theirs[name].shape, theirs[name].dtype) == (tensor.shape, tensor.dtype), where
+        if bytes(mutated) == payload:
+            assert_same_tensors(original, theirs)
+            outcomes["same"] += 1
+        else:
+            outcomes["changed"] += 1
+        with torch.no_grad():
+            y = model(x)
+        assert y.shape == (2, 10) and bool(torch.isfinite(y).all()), where
+    assert outcomes["format_error"] > 100 and outcomes["changed"] > 0, outcomes
 
 
 def test_resealed_header_lies_are_format_errors(image: bytes) -> None:
+    """A header that lies about a tensor (shape, dtype, codec, parameters, length), resealed:
+    a FormatError, or — where the lie changes nothing the reader uses (a plain entry's unused
+    parameters, the shape of a scalar) — the original model, every tensor bit for bit."""
     header, payload = _parts(image)
+    original = _original(image)
     rng = random.Random(1)
     mutations = [
         # the table leaves out shapes and dtypes the structure implies: a lie adds one back
@@ -130,11 +159,15 @@ def test_resealed_header_lies_are_format_errors(image: bytes) -> None:
         # the table leaves out lengths the entry implies: a lie states one
         lambda e: e.__setitem__("b", e.get("b", 0) + 1),
     ]
+    errors = 0
     for i in range(60):
         h = json.loads(json.dumps(header))
         entry = rng.choice([e for e in h["tensors"] if e.get("b", 1)])
         mutations[i % len(mutations)](entry)
         try:
-            _open_within(_reseal(h, payload))
+            model = _open_within(_reseal(h, payload)).model
         except FormatError:
+            errors += 1
             continue
+        assert_same_tensors(original, model.state_dict())  # a clean load must not lie
+    assert errors >= 50  # nearly every lie is caught; the rest change nothing

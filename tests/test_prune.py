@@ -23,7 +23,7 @@ def _ctx(shape: tuple[int, ...], classes: int = 10, n: int = 64) -> Context:
     ds = TensorDataset(
         torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
     )
-    data = DataBundle("random", ds, ds, shape, classes)
+    data = DataBundle("random", ds, ds, ds, shape, classes)
     return bundle_context(data, train={"epochs": 1, "lr": 0.003}, name="prune")
 
 

@@ -19,7 +19,7 @@ from jointcomp.pipeline import run
 from jointcomp.recipe import validate_recipe
 from jointcomp.stages import QuantizeConfig
 
-from .conftest import tiny_recipe
+from .conftest import assert_file_holds, assert_learned, tiny_recipe
 
 JOINT = [
     {"prune": {"ratio": 0.3, "finetune": {"epochs": 1}}},
@@ -44,12 +44,13 @@ JOINT = [
 ]
 
 
-def test_joint_recipe_writes_a_bit_exact_quantized_file(tmp_path: Path) -> None:
+def test_joint_recipe_writes_a_bit_exact_quantized_file(tmp_path: Path, encoded) -> None:
     result = run(validate_recipe(tiny_recipe(tmp_path, stages=JOINT)), show_progress=False)
-    loaded = jointcomp.load(str(result.model_path))
-    x = torch.randn(7, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), result.model.cpu().eval()(x))
+    (before,) = encoded
+    loaded = assert_file_holds(before, torch.randn(7, 1, 8, 8), result.model_path)
+    # small_cnn after 2 epochs on digits: ~87% test top-1; pruned, factorized and at 4-6 bits
+    # after one epoch each: ~64%
+    assert_learned(result.report, baseline_floor=0.75, final_floor=0.5, max_drop=0.3)
     q = quantized_tensors(loaded)
     assert q and all(isinstance(p, IntQuantized) for p in q.values())
     assert {p.bits for p in q.values()} == {4, 6, 16}

@@ -159,6 +159,35 @@ def test_bad_values_name_each_path(tmp_path: Path) -> None:
     assert "model.builder" in msg and "zoo:NAME" in msg
 
 
+@pytest.mark.parametrize("value", ["test", " Test "])
+def test_val_split_test_is_refused_saying_why(tmp_path: Path, value: str) -> None:
+    raw = tiny_recipe(tmp_path)
+    raw["data"]["val_split"] = value
+    msg = _error(raw)
+    assert "data.val_split" in msg
+    assert "every choice (sensitivities, calibration, budgets) on the test set" in msg
+    assert "val_split: 0.1" in msg  # what to write instead
+
+
+def test_test_split_is_a_fraction_or_null(tmp_path: Path) -> None:
+    raw = tiny_recipe(tmp_path)
+    raw["data"]["test_split"] = 1.0
+    assert "data.test_split" in _error(raw)
+    raw["data"]["test_split"] = None
+    assert validate_recipe(raw).data.test_split is None  # the official test split
+
+
+@pytest.mark.parametrize(
+    "path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES))
+)
+def test_bundled_recipes_report_a_held_out_test_split(path: Path) -> None:
+    """Every bundled recipe chooses on a validation split carved from its training data; one
+    on a dataset without a test split (digits) holds one out."""
+    data = load_recipe(path).data
+    assert 0 < data.val_split < 1
+    assert (data.test_split is not None) == (data.dataset == "digits"), path.name
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     raw = tiny_recipe(tmp_path)
     del raw["data"]["dataset"]

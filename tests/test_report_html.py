@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,12 +14,7 @@ from jointcomp.pipeline import run
 from jointcomp.recipe import validate_recipe
 from jointcomp.sweep import render_sweep_html
 
-from .conftest import tiny_recipe
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+from .conftest import CHROMIUM, needs_chromium, tiny_recipe
 
 PROBE = """<script>
 window.addEventListener('load', () => {

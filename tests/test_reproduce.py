@@ -344,3 +344,16 @@ def test_tbasis_table_from_sweeps_and_runs(tmp_path: Path, capsys) -> None:
     assert rows[1][1:] == ["r5", "520", "52.00", "", "", "70.00", "500", "8.0", ""]
     assert rows[2][1] == "8/8" and rows[2][-1] == "81.35% at 2.1%"
     assert rows[3][1] == "16/16" and rows[3][-1] == ""  # the paper's figures are float rows'
+
+
+def test_a_command_two_tables_share_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe both the recipes and the anchors tables run is run once per invocation."""
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(reproduce, "run_command", lambda cmd: calls.append(cmd) or "| a |\n|---|")
+    shared = ("jointcomp", "run", "recipes/x.yaml", "--force")
+    first = reproduce.Table("one", (), (shared, ("t1",)), ())
+    second = reproduce.Table("two", (), (shared, ("t2",)), ())
+    ran: set = set()
+    reproduce.measure(first, False, ran=ran)
+    reproduce.measure(second, False, ran=ran)
+    assert calls == [shared, ("t1",), ("t2",)]

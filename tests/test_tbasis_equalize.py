@@ -130,16 +130,11 @@ def test_share_equalizes_last_and_keeps_the_function() -> None:
 
 
 def _digits_context(train: dict | None = None):
-    from jointcomp.data import load_data
+    from .stage_util import bundle_context, digits_bundle
 
-    from .stage_util import bundle_context
-
-    if not _DIGITS:
-        _DIGITS.append(load_data("digits", None, 0.2, 0, None))
-    return bundle_context(_DIGITS[0], train=train)
+    return bundle_context(digits_bundle(), train=train)
 
 
-_DIGITS: list = []
 QAT_BRIEF = {"finetune": {"epochs": 1, "max_batches": 2, "lr": 1e-4}}
 
 

@@ -4,7 +4,6 @@ decodes bit-exactly to the model that went into encode."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -14,10 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from filelock import FileLock
-from torch import nn
 
 import jointcomp
-import jointcomp.pipeline
 from jointcomp.audit.measure import count_params
 from jointcomp.cli import cli
 from jointcomp.container import open_artifact
@@ -26,12 +23,15 @@ from jointcomp.nn.tbasis import TBasisConv2d, TBasisLinear, shared_modules
 from jointcomp.recipe import load_recipe, load_recipe_data
 from jointcomp.stages.share import ShareConfig, _assign_rows, _plan
 
+from .conftest import assert_learned, assert_same_tensors, promised_model, spy_encode
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes/resnet32-fashion-tbasis.yaml"
 SMALL = [
     "model.builder=zoo:small_cnn",
     "data.dataset=digits",
     "data.val_split=0.2",
+    "data.test_split=0.2",
     "train.epochs=2",
     "train.lr=0.02",
     "stages.0.share.basis=8",
@@ -54,27 +54,22 @@ BEFORE_ENCODE = "before_encode.pt"  # the run's model as it went into encode: te
 
 
 def _run_recipe(out: Path) -> None:
-    """Run the shrunk recipe into ``out``, keeping the state dict of the model encode was
-    given and its outputs on a fixed batch."""
+    """Run the shrunk recipe into ``out``, keeping the tensors of the model encode was given
+    (as given, and as the file must hold them) and the outputs of the latter on a fixed batch
+    (the state of a parametrized module pickles; the module itself does not)."""
     args = ["run", str(RECIPE), "-q", "-o", str(out)]
     for s in SMALL:
         args += ["--set", s]
-    seen: list[nn.Module] = []
-    encode = jointcomp.pipeline.encode
-
-    def spy(model: nn.Module, *a, **kw):
-        seen.append(copy.deepcopy(model).to("cpu").eval())
-        return encode(model, *a, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jointcomp.pipeline, "encode", spy)
+    with spy_encode() as seen:
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     (before,) = seen
+    promised = promised_model(before)
     x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        y = before(x)
-    torch.save({"state": before.state_dict(), "x": x, "y": y}, out / BEFORE_ENCODE)
+        y = promised(x)
+    state, kept = before.model.state_dict(), promised.state_dict()
+    torch.save({"state": state, "promised": kept, "x": x, "y": y}, out / BEFORE_ENCODE)
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +160,10 @@ def test_batch_norms_are_folded_after_qat(run_dir: Path) -> None:
 def test_quantize_records_its_training_steps_and_time(run_dir: Path) -> None:
     """The QAT record says how many steps it trained and how long they took (what a user
     needs to size a longer run)."""
-    from jointcomp.data import load_data
+    from .stage_util import digits_bundle
 
     summary = _stages(run_dir)["quantize"]["record"]["summary"]
-    train = load_data("digits", None, 0.2, 0, None).train
+    train = digits_bundle().train
     assert summary["finetune_steps"] == -(-len(train) // 64)  # 1 epoch, batches of 64
     assert summary["finetune_seconds"] > 0
 
@@ -211,29 +206,27 @@ def test_file_decodes_bit_exactly_with_one_basis(run_dir: Path) -> None:
 
 
 def test_file_holds_the_model_that_went_into_encode(run_dir: Path) -> None:
-    """The module read from the file is the one encode was given: its structure computes the
-    same outputs bit for bit from the same tensors, and every tensor comes back exactly (the
-    recipe's ``float_storage: f16`` rounds the float32 tensors not stored as log-grid codes —
-    quantizer scales — and nothing else)."""
+    """The module read from the file is the one encode was given: every tensor comes back
+    exactly (the recipe's ``float_storage: f16`` rounds the float32 tensors not stored as
+    log-grid codes — quantizer scales — and nothing else) and it computes the same outputs,
+    bit for bit, as the encoded structure with those tensors."""
     before = torch.load(run_dir / BEFORE_ENCODE, weights_only=True)
     loaded = jointcomp.load(run_dir / "model.jcz")
-    ours, theirs = before["state"], loaded.state_dict()
-    assert list(ours) == list(theirs)
-    rounded = {}
-    for name, tensor in ours.items():
-        if tensor.dtype == torch.float32 and not torch.equal(theirs[name], tensor):
-            assert torch.equal(theirs[name], tensor.half().float()), name
-            rounded[name] = tensor
-        else:
-            assert torch.equal(theirs[name], tensor), name
+    assert_same_tensors(before["promised"], loaded.state_dict())
+    with torch.no_grad():
+        assert torch.equal(loaded(before["x"]), before["y"])
+    rounded = [n for n, t in before["state"].items() if not torch.equal(before["promised"][n], t)]
     f16 = _recipe_stage(3, "encode").get("float_storage") == "f16"
     assert bool(rounded) == f16 and all(name.endswith(".scale") for name in rounded)
-    x = before["x"]
-    with torch.no_grad():
-        from_file = loaded(x)
-        loaded.load_state_dict(ours)  # the file's structure, the encoded model's tensors
-        assert torch.equal(loaded(x), before["y"])
-    torch.testing.assert_close(from_file, before["y"], rtol=0.01, atol=0.01)
+
+
+def test_the_run_trained(run_dir: Path) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["final"]["bytes"] == (run_dir / "model.jcz").stat().st_size
+    # shrunk to seconds (2 epochs at lr 0.02, an 8-element basis fit in 10 steps, one epoch
+    # of fine-tuning and of QAT): ~71% test top-1 for the baseline, ~32% for the file; chance
+    # is 10%, where a run that does not train stays
+    assert_learned(report, baseline_floor=0.6, final_floor=0.2, max_drop=0.5)
 
 
 def test_coupled_layers_share_leading_rows() -> None:

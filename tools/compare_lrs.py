@@ -23,7 +23,7 @@ RECIPE: dict[str, Any] = {
     "name": "compare-lrs",
     "threads": 1,
     "model": {"builder": "zoo:lenet5", "weights": "train"},
-    "data": {"dataset": "fashion-mnist", "val_split": "test", "batch_size": 128},
+    "data": {"dataset": "fashion-mnist", "val_split": 0.1, "batch_size": 128},
     "train": {
         "epochs": 12,
         "optimizer": "adam",

@@ -26,6 +26,10 @@ RECIPES = (
     "quickstart",
     "lenet5-fashion-prune",
     "lenet5-fashion-lrs",
+    "lenet5-fashion-joint",
+    "deep-compression-lenet5",
+    "lenet300-fashion-joint",
+    "deep-compression-lenet300",
     "resnet20-fashion-budget",
 )
 HEADERS = [

@@ -114,7 +114,12 @@ RECIPE_RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("quickstart", ()),
     ("lenet5-fashion-prune", ()),
     ("lenet5-fashion-lrs", ()),
+    ("lenet5-fashion-joint", ()),
+    ("deep-compression-lenet5", ()),
+    ("lenet300-fashion-joint", ()),
+    ("deep-compression-lenet300", ()),
     ("resnet20-fashion-budget", ("data.limit=10000",)),  # full data: hours on 2 CPU cores
+    # resnet32-fashion-tbasis: the T-Basis table's quantized row (its 6,000-image protocol)
 )
 
 
@@ -271,14 +276,24 @@ def run_command(cmd: Command) -> str:
     return "".join(lines)
 
 
-def measure(table: Table, quick: bool, last_step: bool = False) -> str:
+def measure(
+    table: Table, quick: bool, last_step: bool = False, ran: set[Command] | None = None
+) -> str:
     """Run the table's commands (only the last, which prints the table, with ``last_step``);
-    the block's content (table + how to reproduce it)."""
+    the block's content (table + how to reproduce it). A command in ``ran`` (run already for
+    another table of this invocation, e.g. a recipe both the recipes and the anchors tables
+    use) is not run again; every command run is added to it."""
     stdout = ""
+    ran = set() if ran is None else ran
     cmds = table.quick if quick else table.commands
-    for cmd in cmds[-1:] if last_step else cmds:
+    cmds = cmds[-1:] if last_step else cmds
+    for i, cmd in enumerate(cmds):
+        if cmd in ran and i < len(cmds) - 1:
+            print(f"  $ {shown(cmd)}  (done for an earlier table)", file=sys.stderr, flush=True)
+            continue
         print(f"  $ {shown(cmd)}", file=sys.stderr, flush=True)
         stdout = run_command(cmd)
+        ran.add(cmd)
     how = f"python tools/reproduce.py --only {table.name}" + (" --quick" if quick else "")
     return f"{table.extract(stdout)}\n\n<sub>Reproduce: `{how}`</sub>"
 
@@ -314,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [t for t in TABLES if not args.only or t.name in args.only]
     text = results.read_text(encoding="utf-8") if results and results.is_file() else None
     ok = True
+    ran: set[Command] = set()
     if results and text is None and not args.dry_run:
         print(f"{results}: not found; tables are printed only", file=sys.stderr)
         ok = False
@@ -331,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         try:
-            block = measure(table, args.quick, args.last_step)
+            block = measure(table, args.quick, args.last_step, ran)
         except (subprocess.CalledProcessError, ValueError, OSError) as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             ok = False

@@ -75,7 +75,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "top-1"]
+HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "test top-1"]
 LAYER_HEADERS = [
     "layer",
     "type",
@@ -148,8 +148,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"File `{fin['file']}`: {fin['bytes']:,} bytes ({fin['header_bytes']:,} header, "
         f"{fin['payload_bytes']:,} payload), {fin['compression_ratio']:.1f}× smaller than the "
-        f"dense fp32 baseline; top-1 {_fmt_acc(fin['accuracy'])} measured on the module decoded "
-        f"from the file (baseline {_fmt_acc(report['baseline']['accuracy'])}).",
+        f"dense fp32 baseline; top-1 {_fmt_acc(fin['accuracy'])} on the held-out test split, "
+        "measured on the module decoded from the file (baseline "
+        f"{_fmt_acc(report['baseline']['accuracy'])}); every choice the stages made was judged "
+        "on the validation split, carved from the training data.",
         "",
         table(HEADERS, summary_rows(report)),
         "",

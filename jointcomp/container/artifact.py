@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import FormatError, JointcompError
+from ..nn.quantized import Codebook
 from .framing import Frame, pack, unpack
 from .grid_params import fill_grid_params, quantizer_grids, rebase_raw
 from .manifest import (
@@ -240,6 +241,16 @@ def decode_tensors(frame: Frame, entries: list[dict[str, Any]]) -> dict[str, tor
     return tensors
 
 
+def _check_codebooks(model: nn.Module) -> None:
+    """Every codebook index names one of its centroids: a payload whose damage still decodes
+    (behind a recomputed checksum) must not load a module that fails only when it runs."""
+    for name, module in model.named_modules():
+        if not isinstance(module, Codebook) or not module.indices.numel():
+            continue
+        if int(module.indices.min()) < 0 or int(module.indices.max()) >= module.size:
+            raise FormatError(f"{name}: codebook indices outside its {module.size} centroids")
+
+
 def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifact:
     """Open a .jcz file (a path or its bytes), check it completely, and rebuild its module.
 
@@ -258,6 +269,7 @@ def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifac
         structure = _structure(manifest, trust)
     tensors = decode_tensors(frame, entries)
     model = load_tensors(*structure, manifest, tensors)
+    _check_codebooks(model)
     model.eval()
     return Artifact(model, manifest, entries, meta, frame.header_bytes, frame.file_bytes)
 

@@ -19,7 +19,7 @@ MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jc
 # are refused rather than read, since re-running a recipe writes them again. A change to the
 # bytes a file holds needs a new version and new golden files (tests/golden/).
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 6
+FORMAT_MINOR = 7
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32

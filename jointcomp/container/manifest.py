@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import FormatError, ModelError
+from ..nn.modules import set_module
 from ..registry import MODULE_TYPES, ModuleType, module_type_of
 from . import implied_shared
 
@@ -102,11 +103,9 @@ def _set(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
     """Put ``module`` at ``path`` (the root itself when path is empty); returns the new root."""
     if not path:
         return module
-    parent_path, _, name = path.rpartition(".")
-    parent = _get(root, parent_path)
-    if parent is None:
+    if _get(root, path.rpartition(".")[0]) is None:  # a file's path may name anything
         raise ModelError(f"cannot place a module at {path!r}: its parent does not exist")
-    setattr(parent, name, module)
+    set_module(root, path, module)
     return root
 
 

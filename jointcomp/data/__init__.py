@@ -40,33 +40,42 @@ def list_datasets() -> list[str]:
 def load_data(
     dataset: str,
     root: str | Path | None = None,
-    val_split: float | str = 0.1,
+    val_split: float = 0.1,
     seed: int = 0,
     limit: int | None = None,
     trust: bool = True,
+    test_split: float | None = None,
 ) -> DataBundle:
-    """Load ``dataset`` into a :class:`DataBundle` of normalized float32 tensors.
+    """Load ``dataset`` into a :class:`DataBundle` of normalized float32 tensors in three
+    roles: train, val and test.
 
-    ``val_split`` is a fraction in (0, 1) carved from the training set with a permutation
-    seeded by ``seed``, or ``"test"`` for the official test split (digits has none: that raises
-    a DataError). ``limit`` keeps the first N training samples after the carve. ``root`` is
-    the folder of the files (Fashion-MNIST defaults to Debian's package folder; MNIST and
-    CIFAR-10 need it; digits ignores it). Errors are :class:`DataError` with the paths tried.
+    The test split is the dataset's official one, or, with ``test_split``, a seeded fraction
+    held out of its data (digits has none: it needs ``test_split``); ``val_split`` is the
+    fraction of the remaining training data carved for validation with a permutation seeded by
+    ``seed``; ``limit`` keeps the first N training samples after the carves. ``root`` is the
+    folder of the files (Fashion-MNIST defaults to Debian's package folder; MNIST and CIFAR-10
+    need it; digits ignores it). Errors are :class:`DataError` with the paths tried.
     """
     if not isinstance(dataset, str) or not dataset.strip():
         raise DataError(f"dataset must be a name or 'package.module:callable', got {dataset!r}")
-    check_split_args(val_split, limit)  # fail before any file is read
+    check_split_args(val_split, limit, test_split)  # fail before any file is read
     if ":" in dataset:
         return load_custom_bundle(
-            dataset.strip(), None if root is None else str(root), val_split, seed, limit, trust
+            dataset.strip(),
+            None if root is None else str(root),
+            val_split,
+            seed,
+            limit,
+            trust,
+            test_split,
         )
     name = _ALIASES.get(dataset.strip().lower().replace("_", "-"))
     if name == "digits":
-        return load_digits_bundle(val_split, seed, limit)
+        return load_digits_bundle(val_split, seed, limit, test_split)
     if name in ("mnist", "fashion-mnist"):
-        return load_idx_bundle(name, root, val_split, seed, limit)
+        return load_idx_bundle(name, root, val_split, seed, limit, test_split)
     if name == "cifar10":
-        return load_cifar10_bundle(root, val_split, seed, limit)
+        return load_cifar10_bundle(root, val_split, seed, limit, test_split)
     raise DataError(
         f"unknown dataset {dataset!r}; built-in: {', '.join(list_datasets())}, or "
         "'package.module:callable' for your own (needs trust)"

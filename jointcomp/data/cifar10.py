@@ -67,12 +67,16 @@ def _batch_dir(root: Path) -> Path:
 def _read_test(d: Path) -> tuple[np.ndarray, np.ndarray]:
     path = d / TEST_FILE
     if not path.is_file():
-        raise DataError(f"cifar10: {path} not found (needed for val_split='test'). {HINT}")
+        raise DataError(f"cifar10: {path} not found (the test split). {HINT}")
     return read_batch(path)
 
 
 def load_cifar10_bundle(
-    root: str | Path | None, val_split: float | str, seed: int, limit: int | None
+    root: str | Path | None,
+    val_split: float,
+    seed: int,
+    limit: int | None,
+    test_split: float | None = None,
 ) -> DataBundle:
     """CIFAR-10 as ``(3, 32, 32)`` images, 10 classes, per-channel normalized."""
     if root is None:
@@ -92,5 +96,6 @@ def load_cifar10_bundle(
         val_split=val_split,
         seed=seed,
         limit=limit,
-        load_test=lambda: _read_test(d),
+        load_test=None if test_split is not None else lambda: _read_test(d),
+        test_split=test_split,
     )

@@ -13,9 +13,11 @@ DIGITS_MEAN = (0.3053,)
 DIGITS_STD = (0.3760,)
 
 
-def load_digits_bundle(val_split: float | str, seed: int, limit: int | None) -> DataBundle:
-    """Digits as ``(1, 8, 8)`` images, 10 classes. ``val_split="test"`` raises a DataError:
-    the set has no official test split, so a fraction is carved from it instead."""
+def load_digits_bundle(
+    val_split: float, seed: int, limit: int | None, test_split: float | None = None
+) -> DataBundle:
+    """Digits as ``(1, 8, 8)`` images, 10 classes. The set has no official test split:
+    ``test_split`` holds out a fraction of it (None raises a DataError saying so)."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -32,4 +34,5 @@ def load_digits_bundle(val_split: float | str, seed: int, limit: int | None) -> 
         seed=seed,
         limit=limit,
         load_test=None,
+        test_split=test_split,
     )

@@ -147,7 +147,12 @@ def read_idx_split(
 
 
 def load_idx_bundle(
-    dataset: str, root: str | Path | None, val_split: float | str, seed: int, limit: int | None
+    dataset: str,
+    root: str | Path | None,
+    val_split: float,
+    seed: int,
+    limit: int | None,
+    test_split: float | None = None,
 ) -> DataBundle:
     """MNIST or Fashion-MNIST as ``(1, 28, 28)`` images, 10 classes, normalized with the
     dataset's standard mean/std. Fashion-MNIST defaults to Debian's package folder."""
@@ -172,4 +177,5 @@ def load_idx_bundle(
         seed=seed,
         limit=limit,
         load_test=lambda: read_idx_split(dataset, root, "test"),
+        test_split=test_split,
     )

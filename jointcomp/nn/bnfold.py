@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize
 
 from .execution import FactorizedModule
 from .lowrank_sparse import LowRankPlusSparse
+from .modules import set_module
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 PLAIN = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -176,8 +177,7 @@ def fold_batchnorms(
         except ValueError as exc:
             skipped.append({"name": bn_name, "reason": str(exc)})
             continue
-        parent, _, attr = bn_name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+        set_module(model, bn_name, nn.Identity())
         folded.append({"name": bn_name, "into": layer_name, "found_by": found_by})
     listed = {s["name"] for s in skipped}
     for name, module in model.named_modules():
