@@ -23,23 +23,87 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .errors import DataError
 
-Batch = Any  # a tensor of inputs, or (inputs, labels)
+Batch = Any  # inputs, or (inputs, labels); inputs: a tensor, a tuple of them, or a dict
+LABEL_KEYS = ("labels", "label")  # keys of a dict batch that hold labels, not model inputs
 
 
-def inputs_of(batch: Batch) -> torch.Tensor:
-    """The model input of a batch: the batch itself, or the first item of a tuple/list."""
+def inputs_of(batch: Batch) -> Any:
+    """The model inputs of a batch: the first item of an ``(inputs, labels)`` tuple/list, a
+    dict batch without its ``labels`` (tokenized text: ``input_ids``, ``attention_mask``,
+    ...), or the batch itself."""
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise DataError("an empty batch: expected inputs or (inputs, labels)")
         return batch[0]
+    if isinstance(batch, dict):
+        return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
     return batch
 
 
 def labels_of(batch: Batch) -> torch.Tensor | None:
-    """The labels of an ``(inputs, labels)`` batch; None for unlabeled batches."""
+    """The labels of an ``(inputs, labels)`` batch or of a dict batch's ``labels``; None for
+    unlabeled batches."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[1]
+    if isinstance(batch, dict):
+        for key in LABEL_KEYS:
+            if key in batch:
+                return batch[key]
     return None
+
+
+def to_device(data: Any, device: torch.device | str) -> Any:
+    """``data`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, dict):
+        return {k: to_device(v, device) for k, v in data.items()}
+    if isinstance(data, (tuple, list)):
+        return type(data)(to_device(v, device) for v in data)
+    return data
+
+
+def run_model(model: torch.nn.Module, inputs: Any) -> Any:
+    """``model`` on batch inputs: a dict as keyword arguments, a tuple/list as positional
+    arguments, anything else as the one argument."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def batch_size_of(inputs: Any) -> int:
+    """How many samples batch inputs hold (the first dimension of their first tensor)."""
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else 1
+    items = inputs.values() if isinstance(inputs, dict) else inputs
+    if isinstance(items, (tuple, list)) or isinstance(inputs, dict):
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                return batch_size_of(item)
+    raise DataError(f"cannot tell the batch size of {type(inputs).__name__} inputs")
+
+
+def first_samples(inputs: Any, n: int = 1) -> Any:
+    """The first ``n`` samples of batch inputs (every tensor inside sliced alike)."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:n]
+    if isinstance(inputs, dict):
+        return {k: first_samples(v, n) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(first_samples(v, n) for v in inputs)
+    return inputs
+
+
+def _add_batch_dim(sample: Any) -> Any:
+    if isinstance(sample, torch.Tensor):
+        return sample.unsqueeze(0)
+    if isinstance(sample, dict):
+        return {k: _add_batch_dim(v) for k, v in sample.items()}
+    if isinstance(sample, (tuple, list)):
+        return type(sample)(_add_batch_dim(v) for v in sample)
+    return sample
 
 
 def dataset_batches(
@@ -87,15 +151,13 @@ class _Source:
             out.append(batch)
         return out
 
-    def example(self) -> torch.Tensor | None:
+    def example(self) -> Any:
         if isinstance(self.data, Dataset):
             if len(self.data) == 0:  # type: ignore[arg-type]
                 return None
-            sample = self.data[0]
-            x = inputs_of(sample) if isinstance(sample, (tuple, list)) else sample
-            return x.unsqueeze(0)
+            return _add_batch_dim(inputs_of(self.data[0]))
         for batch in self.data:
-            return inputs_of(batch)[:1]
+            return first_samples(inputs_of(batch), 1)
         return None
 
 
@@ -131,8 +193,9 @@ class Batches:
         source = self._validation or self._calibration
         return self._need(source.take(n_batches, batch_size), "validation")
 
-    def example(self) -> torch.Tensor:
-        """One input of batch size 1 (for tracing layers and timing them)."""
+    def example(self) -> Any:
+        """Model inputs of batch size 1 (for tracing layers and timing them): a tensor, or a
+        tuple/dict of them as the batches hold."""
         for source in (self._validation, self._calibration):
             x = source.example() if source is not None else None
             if x is not None:

@@ -5,39 +5,82 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .errors import JointcompError
+from .config import printable, short
+from .errors import FormatError, JointcompError, OutputExistsError, RecipeError
 from .version import __version__
 
+
+def _console(**kwargs: Any) -> Console:
+    """A console that prints text as it is: no markup, no emoji codes, no highlighting (what
+    we print comes from files and recipes; styled parts are built as rich Text)."""
+    return Console(soft_wrap=True, markup=False, emoji=False, highlight=False, **kwargs)
+
+
 # wide tables when piped (rich assumes 80 columns without a terminal)
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
+out = _console(width=None if sys.stdout.isatty() else 160)
+err = _console(stderr=True)
+
+# at most this many edits and tensor rows are listed (--json lists all)
+MAX_LISTED = 500
+
+
+def plain(value: Any, limit: int | None = None) -> Text:
+    """``value`` as terminal-safe plain text: control characters and escapes written out,
+    markup not interpreted, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return Text(printable(text))
+
+
+def _row(table: Table, cells: Iterable[Any]) -> None:
+    table.add_row(*(plain(c, 200) for c in cells))
+
+
+def _error(message: str, *, newlines: bool) -> Text:
+    return Text.assemble(("error:", "bold red"), " ", printable(message, newlines=newlines))
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print jointcomp's own errors as one line (no traceback) and exit non-zero."""
+    """Print errors as one line (a recipe's list of problems: one line each), never a
+    traceback, and exit non-zero: 2 for bad input, 1 for anything unforeseen (set
+    JOINTCOMP_DEBUG=1 to see its traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except JointcompError as exc:
-            message = str(exc)
-            err.print(
-                f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
-            )
+            err.print(_error(str(exc), newlines=isinstance(exc, RecipeError)))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted; continue with: jointcomp run RECIPE --resume")
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("JOINTCOMP_DEBUG"):
+                raise
+            message = short(str(exc), 300, quote=False)
+            err.print(
+                _error(
+                    f"unexpected {type(exc).__name__}: {message} "
+                    "(JOINTCOMP_DEBUG=1 shows the traceback)",
+                    newlines=False,
+                )
+            )
+            sys.exit(1)
 
     return wrapper
 
@@ -78,7 +121,11 @@ def cli() -> None:
     help="override a recipe key, e.g. --set stages.0.prune.ratio=0.3 (repeatable)",
 )
 @click.option("--resume", is_flag=True, help="continue after the last finished stage")
-@click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="replace the output directory when it is an earlier run's (or empty)",
+)
 @click.option("--output", "-o", default=None, help="output directory (default: runs/NAME)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 @_friendly
@@ -97,30 +144,33 @@ def run(
 
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
-    extra = (*overrides, f"output={output}") if output else overrides
+    # the path as a YAML string (JSON is YAML): "~" or "1e3" stay paths
+    extra = (*overrides, f"output={json.dumps(output)}") if output else overrides
     parsed = load_recipe(_resolve_recipe(recipe), extra)
     result = run_pipeline(
         parsed,
         resume=resume,
         force=force,
         show_progress=not quiet,
-        console=Console(stderr=True, quiet=quiet),
+        console=_console(stderr=True, quiet=quiet),
     )
     if not result.report:
         return
-    table = Table(title=f"jointcomp: {parsed.name}", title_justify="left")
+    table = Table(title=plain(f"jointcomp: {parsed.name}"), title_justify="left")
     for h in HEADERS:
         table.add_column(h, justify="left" if h == "step" else "right")
     for row in summary_rows(result.report):
-        table.add_row(*row)
+        _row(table, row)
     out.print(table)
     fin = result.report["final"]
     out.print(
-        f"file    {result.model_path}  ({fin['bytes']:,} bytes, {fin['compression_ratio']:.1f}× "
-        f"vs fp32, test top-1 {fin['accuracy']:.2%}, drop {100 * fin['accuracy_drop']:+.2f} "
-        "points)"
+        plain(
+            f"file    {result.model_path}  ({fin['bytes']:,} bytes, "
+            f"{fin['compression_ratio']:.1f}× vs fp32, test top-1 {fin['accuracy']:.2%}, "
+            f"drop {100 * fin['accuracy_drop']:+.2f} points)"
+        )
     )
-    out.print(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}")
+    out.print(plain(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}"))
 
 
 @cli.command()
@@ -135,8 +185,10 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     parsed = load_recipe(_resolve_recipe(recipe), overrides)
     names = " → ".join(s.stage for s in planned_stages(parsed))
     out.print(
-        f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
-        f"stages: {names}; output: {output_dir(parsed)}"
+        plain(
+            f"ok: {parsed.name}: {parsed.model.builder} on {parsed.data.dataset}; "
+            f"stages: {names}; output: {output_dir(parsed)}"
+        )
     )
 
 
@@ -150,23 +202,145 @@ def _entropy_bits(values: Any) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def _read_file(file: str) -> bytes:
+    path = Path(file)
+    if not path.is_file():
+        raise FormatError(f"{file}: no such file")
+    return path.read_bytes()
+
+
+def _header_only(data: bytes) -> tuple[Any, Any, list[Any], dict[str, Any]]:
+    """The framing (checksums checked), manifest, stored table and meta of a file image,
+    without building anything."""
+    from .container.framing import unpack
+    from .container.manifest import manifest_from_json
+
+    frame = unpack(data)
+    manifest = manifest_from_json(frame.header.get("model"))
+    entries = frame.header.get("tensors")
+    if not isinstance(entries, list):
+        raise FormatError("header: missing tensor table")
+    meta = frame.header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise FormatError("header: meta is not an object")
+    return frame, manifest, entries, meta
+
+
+def _stored_row(entry: Any) -> list[str]:
+    """One table entry as the header states it; '(implied)' where the structure fills it in."""
+    if not isinstance(entry, dict):
+        return ["(malformed entry)", "", "", "", ""]
+    name = entry.get("n")
+    if isinstance(name, str):
+        shown = name
+    elif isinstance(name, list):
+        shown = f"({len(name)} packed scalars)"
+    else:
+        shown = "(implied)"
+    shape = entry.get("s")
+    if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+        shape_text = "×".join(map(str, shape)) or "scalar"
+    else:
+        shape_text = "(implied)"
+    length = entry.get("b")
+    return [
+        shown,
+        shape_text,
+        short(entry["d"], 20, quote=False) if "d" in entry else "(implied)",
+        short(entry.get("c", "?"), 20, quote=False),
+        f"{length:,}" if isinstance(length, int) else "(implied)",
+    ]
+
+
+def _print_edits(manifest: Any) -> None:
+    out.print(
+        plain(
+            f"model: {manifest.builder} {json.dumps(manifest.kwargs)}; "
+            f"{len(manifest.edits)} structural edit(s), {len(manifest.ties)} tied tensor(s)",
+            2000,
+        )
+    )
+    for path, type_name, config in manifest.edits[:MAX_LISTED]:
+        out.print(plain(f"  edit {path or '(root)'} → {type_name}({json.dumps(config)})", 500))
+    if len(manifest.edits) > MAX_LISTED:
+        out.print(plain(f"  ... and {len(manifest.edits) - MAX_LISTED:,} more edit(s)"))
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the header and table as JSON")
 @click.option(
+    "--structure",
+    is_flag=True,
+    help="also build the model's structure (its builder, untrained; nothing is downloaded) to "
+    "name every tensor, and decode the tensors for their entropy bound",
+)
+@click.option(
     "--trust",
     is_flag=True,
-    help="allow a builder outside the allow-list (tables take tensor names from its structure)",
+    help="with --structure: allow a builder outside the allow-list (implies --structure)",
 )
 @_friendly
-def inspect(file: str, as_json: bool, trust: bool) -> None:
-    """Show what is in a .jcz FILE: its model, structure and tensor table (no code outside the
-    allow-list is imported unless --trust)."""
+def inspect(file: str, as_json: bool, structure: bool, trust: bool) -> None:
+    """Show what is in a .jcz FILE: its model, edits and tensor table as the header states
+    them. Nothing is built or imported unless --structure (and nothing outside the allow-list
+    unless --trust)."""
+    data = _read_file(file)
+    if structure or trust:
+        _inspect_structure(file, data, as_json, trust)
+        return
+    frame, manifest, entries, meta = _header_only(data)
+    from .container.names import needs_structure
+    from .models import is_allowed_builder
+
+    implied = needs_structure(entries)
+    summary = {
+        "file": file,
+        "bytes": frame.file_bytes,
+        "header_bytes": frame.header_bytes,
+        "payload_bytes": frame.file_bytes - frame.header_bytes,
+        "builder": manifest.builder,
+        "kwargs": manifest.kwargs,
+        "edits": len(manifest.edits),
+        "ties": len(manifest.ties),
+        "meta": meta,
+        "structure": False,
+        "table_needs_structure": implied,
+        "table": entries,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    out.print(
+        plain(
+            f"{file}: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
+            f"{summary['payload_bytes']:,} payload "
+            f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
+        )
+    )
+    _print_edits(manifest)
+    table = Table(title=plain(f"tensor table as stored: {len(entries):,} entries"))
+    for h in ("tensor", "shape", "dtype", "codec", "bytes"):
+        table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
+    for entry in entries[:MAX_LISTED]:
+        _row(table, _stored_row(entry))
+    out.print(table)
+    if len(entries) > MAX_LISTED:
+        out.print(plain(f"... and {len(entries) - MAX_LISTED:,} more entries (--json lists all)"))
+    needs = "tensor names, shapes and dtypes marked (implied), and " if implied else ""
+    trust_hint = "" if is_allowed_builder(manifest.builder) else " --trust"
+    out.print(
+        plain(
+            f"{needs}the H0 entropy bound need the model's structure: "
+            f"jointcomp inspect --structure{trust_hint} {file} builds {manifest.builder} "
+            "(untrained, nothing downloaded) and decodes the tensors"
+        )
+    )
+
+
+def _inspect_structure(file: str, data: bytes, as_json: bool, trust: bool) -> None:
     from .container.artifact import decode_tensors, read_header
 
-    data = Path(file).read_bytes() if Path(file).is_file() else None
-    if data is None:
-        raise JointcompError(f"{file}: no such file")
     frame, manifest, entries, meta = read_header(data, trust=trust)
     tensors = decode_tensors(frame, entries)
     rows = []
@@ -197,36 +371,39 @@ def inspect(file: str, as_json: bool, trust: bool) -> None:
         "edits": len(manifest.edits),
         "ties": len(manifest.ties),
         "meta": meta,
+        "structure": True,
         "tensors": rows,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     out.print(
-        f"[bold]{file}[/]: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
-        f"{summary['payload_bytes']:,} payload "
-        f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
+        plain(
+            f"{file}: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
+            f"{summary['payload_bytes']:,} payload "
+            f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
+        )
     )
-    out.print(
-        f"model: {manifest.builder} {json.dumps(manifest.kwargs)}; "
-        f"{len(manifest.edits)} structural edit(s), {len(manifest.ties)} tied tensor(s)"
-    )
-    for path, type_name, config in manifest.edits:
-        out.print(f"  edit {path or '(root)'} → {type_name}({json.dumps(config)})", highlight=False)
+    _print_edits(manifest)
     table = Table()
     for h in ("tensor", "shape", "dtype", "codec", "bytes", "bits/elem", "H0 bound (bytes)"):
         table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            "×".join(map(str, r["shape"])) or "scalar",
-            r["dtype"] if r["storage"] == r["dtype"] else f"{r['dtype']} as {r['storage']}",
-            r["codec"],
-            f"{r['bytes']:,}",
-            f"{r['bits_per_element']:.2f}",
-            "–" if r["entropy_bytes"] is None else f"{max(0.0, r['entropy_bytes']):,.0f}",
+    for r in rows[:MAX_LISTED]:
+        _row(
+            table,
+            [
+                r["name"],
+                "×".join(map(str, r["shape"])) or "scalar",
+                r["dtype"] if r["storage"] == r["dtype"] else f"{r['dtype']} as {r['storage']}",
+                r["codec"],
+                f"{r['bytes']:,}",
+                f"{r['bits_per_element']:.2f}",
+                "–" if r["entropy_bytes"] is None else f"{max(0.0, r['entropy_bytes']):,.0f}",
+            ],
         )
     out.print(table)
+    if len(rows) > MAX_LISTED:
+        out.print(plain(f"... and {len(rows) - MAX_LISTED:,} more tensors (--json lists all)"))
 
 
 @cli.command()
@@ -238,23 +415,30 @@ def inspect(file: str, as_json: bool, trust: bool) -> None:
     type=click.Path(dir_okay=False),
     help="output .safetensors path",
 )
+@click.option("--force", is_flag=True, help="replace an existing --to file (never FILE itself)")
 @click.option("--trust", is_flag=True, help="allow a builder outside the allow-list")
 @_friendly
-def decode(file: str, target: str, trust: bool) -> None:
+def decode(file: str, target: str, force: bool, trust: bool) -> None:
     """Decode FILE into a dense state dict in a .safetensors file."""
     from safetensors.torch import save
 
     from .container import open_artifact, write_atomic
 
+    source, destination = Path(file), Path(target)
+    if destination.exists() or destination.is_symlink():
+        if destination.exists() and source.exists() and os.path.samefile(source, destination):
+            raise OutputExistsError(f"--to {target} is FILE itself; refused")
+        if not force:
+            raise OutputExistsError(f"{target} already exists; pass --force to replace it")
     artifact = open_artifact(file, trust=trust)
     state = {
         k: v.detach().cpu().contiguous().clone() for k, v in artifact.model.state_dict().items()
     }
     write_atomic(
         target,
-        save(state, metadata={"source": Path(file).name, "builder": artifact.manifest.builder}),
+        save(state, metadata={"source": source.name, "builder": artifact.manifest.builder}),
     )
-    out.print(f"wrote {target}: {len(state)} tensors")
+    out.print(plain(f"wrote {target}: {len(state)} tensors"))
 
 
 @cli.command()
@@ -277,40 +461,48 @@ def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str 
     if recipe.model.weights != "train" or cached:
         baseline, _ = get_baseline(recipe, data, kwargs, device="cpu", log=lambda *_: None)
     report = audit_file(Path(file), recipe, data, baseline)
-    table = Table(title=f"audit: {file}", title_justify="left")
+    table = Table(title=plain(f"audit: {file}"), title_justify="left")
     for h in HEADERS:
         table.add_column(h, justify="left" if h == "step" else "right")
     rows = summary_rows(report)
     if baseline is None:
         rows = rows[1:]
     for row in rows:
-        table.add_row(*row)
+        _row(table, row)
     out.print(table)
     if out_dir:
-        write_reports(report, Path(out_dir))
-        out.print(f"reports in {out_dir}")
+        write_reports(report, Path(out_dir).expanduser())
+        out.print(plain(f"reports in {out_dir}"))
 
 
 def load_anchor(spec: str) -> dict[str, Any]:
     """``LABEL=FILE``: FILE is a run's report.json (its final row), a sweep.json (its points) or
     a JSON list of [bytes, accuracy] pairs."""
     label, sep, path = spec.partition("=")
+    shown = short(spec)
     if not sep or not Path(path).is_file():
-        raise JointcompError(f"--anchor {spec!r}: expected LABEL=FILE with an existing JSON file")
+        raise click.UsageError(f"--anchor {shown}: expected LABEL=FILE with an existing JSON file")
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise JointcompError(f"--anchor {spec!r}: not JSON ({exc})") from None
-    if isinstance(data, dict) and "final" in data:
-        points = [[data["final"]["bytes"], data["final"]["accuracy"]]]
-    elif isinstance(data, dict) and "points" in data:
-        points = [[p["bytes"], p["accuracy"]] for p in data["points"]]
-    elif isinstance(data, list) and all(isinstance(p, list) and len(p) == 2 for p in data):
-        points = data
-    else:
-        raise JointcompError(
-            f"--anchor {spec!r}: expected a report.json, sweep.json or [[bytes, acc]]"
-        )
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise click.UsageError(f"--anchor {shown}: not JSON ({short(str(exc))})") from None
+    try:
+        if isinstance(data, dict) and "final" in data:
+            points = [[data["final"]["bytes"], data["final"]["accuracy"]]]
+        elif isinstance(data, dict) and "points" in data:
+            points = [[p["bytes"], p["accuracy"]] for p in data["points"]]
+        elif isinstance(data, list) and all(isinstance(p, list) and len(p) == 2 for p in data):
+            points = data
+        else:
+            raise TypeError
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p
+        ):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise click.UsageError(
+            f"--anchor {shown}: expected a report.json, sweep.json or [[bytes, acc]]"
+        ) from None
     return {"label": label, "points": points}
 
 
@@ -378,18 +570,18 @@ def sweep(
         resume=resume,
         force=force,
         show_progress=not quiet,
-        console=Console(stderr=True, quiet=quiet),
+        console=_console(stderr=True, quiet=quiet),
         anchors=[load_anchor(a) for a in anchors],
         zipped=zipped,
     )
     headers, rows = sweep_table(summary)
     table = Table(title="sweep", title_justify="left")
     for h in headers:
-        table.add_column(h, justify="right")
+        table.add_column(plain(h, 100), justify="right")
     for row in rows:
-        table.add_row(*row)
+        _row(table, row)
     out.print(table)
-    out.print(f"sweep   {summary['output']}/sweep.md  {summary['output']}/sweep.html")
+    out.print(plain(f"sweep   {summary['output']}/sweep.md  {summary['output']}/sweep.html"))
 
 
 @cli.command("recipes")
@@ -398,7 +590,7 @@ def recipes_cmd() -> None:
     folder = bundled_recipes_dir()
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     if not files:
-        out.print(f"no bundled recipes found in {folder}")
+        out.print(plain(f"no bundled recipes found in {folder}"))
         return
     table = Table()
     table.add_column("recipe")
@@ -406,7 +598,7 @@ def recipes_cmd() -> None:
     for f in files:
         first = f.read_text(encoding="utf-8").splitlines()[:1]
         desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        table.add_row(str(f.relative_to(folder.parent)), desc)
+        _row(table, [str(f.relative_to(folder.parent)), desc])
     out.print(table)
 
 

@@ -5,6 +5,8 @@ vocabulary for choosing layers — a ``scope`` of include/exclude name patterns 
 from __future__ import annotations
 
 import fnmatch
+import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -70,6 +72,63 @@ class StageConfig(Strict):
 
 
 # --- error messages -------------------------------------------------------------
+
+# C0 and C1 control characters (terminal escapes start with ESC, 0x1b, or CSI, 0x9b) and the
+# Unicode marks that reorder or hide text; tab and (where allowed) newline excepted
+_MARKS = r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}]")
+_CONTROL_NEWLINE = re.compile(rf"[\x00-\x08\x0a-\x1f\x7f-\x9f{_MARKS}]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """``text`` safe to show on a terminal: control characters (terminal escapes included) and
+    invisible reordering marks written as ``\\xNN`` / ``\\uNNNN``; newlines kept only when
+    ``newlines``. Markup is not touched: print the result as plain text."""
+    pattern = _CONTROL if newlines else _CONTROL_NEWLINE
+    return pattern.sub(_escape_control, text)
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib with every value cut before it is formatted (reprlib formats big ints and
+    unknown objects whole, then cuts)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 64:
+            return f"<an int of {x.bit_length():,} bits>"
+        return repr(x)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(x[: self.maxstring]) + ("..." if len(x) > self.maxstring else "")
+
+    def repr_instance(self, x: object, level: int) -> str:
+        if isinstance(x, (bool, float, complex, type(None))) or type(x).__module__ == "datetime":
+            return super().repr_instance(x, level)
+        return f"<{type(x).__name__}>"  # an object whose repr could be anything
+
+
+def short(value: object, limit: int = 60, *, quote: bool = True) -> str:
+    """A bounded, printable description of ``value`` for a message: at most ``limit``
+    characters, nested values and long strings cut *before* they are formatted (an alias-built
+    structure or a 5000-digit integer costs nothing here), control characters escaped.
+    ``quote=False`` shows a string as it is, not as its repr."""
+    r = _ShortRepr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset = 3, 4, 6, 6, 6
+    r.maxstring = r.maxother = max(8, limit)
+    if isinstance(value, str) and not quote:
+        text = value[: limit + 1]
+    else:
+        try:
+            text = r.repr(value)
+        except Exception:  # a value whose own repr fails
+            text = f"<{type(value).__name__}>"
+    if len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return printable(text)
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -154,9 +213,8 @@ def format_validation_error(
         if err["type"] == "missing":
             msg = "required key is missing"
         elif "input" in err and err["type"] != "missing":
-            shown = repr(err["input"])
-            msg = f"{msg} (got {shown[:60]})"
-        grouped.setdefault(full, []).append(msg)
+            msg = f"{short(msg, 300, quote=False)} (got {short(err['input'])})"
+        grouped.setdefault(short(full, 200, quote=False), []).append(msg)
     lines = []
     for path, msgs in grouped.items():
         unique = list(dict.fromkeys(msgs))

@@ -14,11 +14,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .batches import Batch, Batches
+from .batches import Batch, Batches, to_device
 from .config import Scope
 from .errors import DataError
 from .nn.modules import classifier_names
-from .training import ExtraLoss, FitResult
+from .tasks import ClassifyTask, Task
+from .training import ExtraLoss, FitResult, evaluate_loss
 from .training.trainer import Finetune
 
 
@@ -39,8 +40,10 @@ class Context:
 
     ``data``: calibration/validation batches and an example input (``jointcomp.batches``);
     ``finetune``: trains a model in place with a stage's overrides (``jointcomp.Trainer``), or
-    None; ``evaluate``: the metric a record reports before/after (optional); ``name``: how logs
-    and errors call the stage."""
+    None; ``task``: what the model's output means (its loss drives sensitivities and budgets);
+    ``reference``: the uncompressed model a distillation task compares with; ``evaluate``: the
+    metric a record reports before/after (optional); ``name``: how logs and errors call the
+    stage."""
 
     data: Batches | None = None
     finetune: Finetune | None = None
@@ -49,6 +52,8 @@ class Context:
     log: Callable[[str], None] = _silent
     evaluate: Callable[[nn.Module], float] | None = None
     name: str = "stage"
+    task: Task = field(default_factory=ClassifyTask)
+    reference: nn.Module | None = None
 
     def need_data(self, why: str) -> Batches:
         if self.data is None:
@@ -63,9 +68,13 @@ class Context:
         """A fixed set of validation batches (for the sensitivities a budget compares)."""
         return self.need_data("a budget's sensitivities").validation(n_batches, batch_size)
 
-    def example(self) -> torch.Tensor:
-        """One input of batch size 1 on the stage's device (for tracing layers)."""
-        return self.need_data("tracing the model").example().to(self.device)
+    def example(self) -> Any:
+        """Model inputs of batch size 1 on the stage's device (for tracing layers)."""
+        return to_device(self.need_data("tracing the model").example(), self.device)
+
+    def loss(self, model: nn.Module, batches: list[Batch]) -> float:
+        """The task's mean loss of ``model`` on ``batches`` (what budgets compare)."""
+        return evaluate_loss(model, batches, self.device, self.task, self.reference)
 
     def selector(self, scope: Scope, model: nn.Module) -> Callable[[str], bool]:
         """Whether a layer name is in ``scope``, the output layer left out when the scope says

@@ -9,17 +9,124 @@ Python call say the same thing with the same names.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from .config import StageConfig, Strict, format_validation_error
+from .config import StageConfig, Strict, format_validation_error, short
 from .data.bundle import TEST_SELECTION
 from .errors import RecipeError
 from .stages import STAGES
 from .training import TrainSpec
+
+# --- YAML, bounded ----------------------------------------------------------------------
+
+MAX_RECIPE_BYTES = 1 << 20
+# A recipe as plain data: values counted as a reader sees them (an alias counts its whole
+# anchored value each time), and nesting depth. Real recipes hold a few hundred values.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a document whose aliases would expand past
+    MAX_YAML_NODES values ("billion laughs"), that refers to itself, or that nests deeper than
+    MAX_YAML_DEPTH — checked on the composed node graph, before any Python object exists."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """The number of values ``root`` stands for once every alias is expanded, memoised per
+    node (linear in the document); YAMLError past the bound or on a node that contains itself."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children(node))
+            if sizes[key] > MAX_YAML_NODES:
+                raise yaml.YAMLError(
+                    f"aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.YAMLError("an alias refers to a value that contains it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with alias expansion, self-reference and nesting bounded. Raises
+    yaml.YAMLError."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise yaml.YAMLError(
+            f"a value cannot be read: {short(str(exc), 120, quote=False)}"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+MAX_SEED = 1 << 19  # every stage's seed (seed * 7919 + 101 * (i + 1)) stays a 32-bit seed
+MAX_BATCH = 1 << 20
+MAX_THREADS = 1024
+MAX_EPOCHS = 100_000
+MAX_INT = 1 << 53  # any other integer (budgets in bytes or MACs, ...): exact as a float
+
+
+def _is_plain_name(name: str) -> bool:
+    """One path component: not empty, no separator, not '.' or '..', no NUL or control."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\\0")
+        and name == name.strip()
+        and all(c.isprintable() for c in name)
+        and not (len(name) > 1 and name[1] == ":")  # C:name on Windows
+        and len(name) <= 200
+    )
 
 
 class ModelSpec(Strict):
@@ -58,8 +165,8 @@ class DataSpec(Strict):
         description="digits | fashion-mnist | mnist | cifar10 | pkg.module:callable"
     )
     root: str | None = Field(None, description="directory holding the dataset files")
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(512, ge=1, le=MAX_BATCH)
     val_split: float = Field(
         0.1,
         description="fraction of the training data held out for validation (the stages' "
@@ -71,8 +178,10 @@ class DataSpec(Strict):
         "a fraction held out of the training data instead (needed where there is none: "
         "digits), always the same samples whatever the seed",
     )
-    seed: int = Field(0, description="seed of the carves")
-    limit: int | None = Field(None, ge=1, description="use only the first N training samples")
+    seed: int = Field(0, ge=0, lt=1 << 32, description="seed of the carves")
+    limit: int | None = Field(
+        None, ge=1, le=MAX_INT, description="use only the first N training samples"
+    )
 
     @field_validator("val_split", mode="before")
     @classmethod
@@ -93,23 +202,38 @@ class AuditSpec(Strict):
     """What the audit measures."""
 
     latency: bool = True
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
-    threads: int = Field(1, ge=1, description="torch threads while timing")
-    min_run_time: float = Field(0.3, gt=0, description="seconds of timing per measurement")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], max_length=16)
+    threads: int = Field(1, ge=1, le=MAX_THREADS, description="torch threads while timing")
+    min_run_time: float = Field(0.3, gt=0, le=600, description="seconds of timing per measurement")
     macs: bool = True
     html: bool = True
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= b <= 4096 for b in v):
+            raise ValueError("each batch size must lie between 1 and 4096")
+        return v
 
 
 class Recipe(Strict):
     """A whole run: the top level of a recipe file."""
 
-    name: str | None = Field(None, description="run name; default: the file's stem")
+    name: str | None = Field(
+        None, description="run name (a plain file name); default: the file's stem"
+    )
     seed: int = Field(
-        0, description="seeds the baseline and every stage (each stage: its own seed)"
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="seeds the baseline and every stage (each stage: its own seed)",
     )
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
     threads: int | None = Field(
-        None, ge=1, description="torch CPU threads for training (default: torch's choice)"
+        None,
+        ge=1,
+        le=MAX_THREADS,
+        description="torch CPU threads for training (default: torch's choice)",
     )
     model: ModelSpec
     data: DataSpec
@@ -119,8 +243,27 @@ class Recipe(Strict):
         description="ordered stages, each {name: {params}} (see Stages); validated into their "
         "configs",
     )
-    output: str | None = Field(None, description="output directory; default runs/NAME")
+    output: str | None = Field(
+        None, description="output directory (~ is your home); default runs/NAME"
+    )
     audit: AuditSpec = Field(default_factory=AuditSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_form(cls, v: str | None) -> str | None:
+        if v is not None and not _is_plain_name(v):
+            raise ValueError(
+                "a run name is a plain file name (no '/', '\\', '..' or control characters): "
+                "it names the folder runs/NAME"
+            )
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output_form(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\0" in v):
+            raise ValueError("expected a directory path")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -144,8 +287,11 @@ def _validate_stages(raw_stages: list[Any]) -> tuple[list[StageConfig], list[str
             )
             continue
         ((name, params),) = entry.items()
-        if name not in STAGES:
-            errors.append(f"stages.{i}.{name}: unknown stage; allowed: {', '.join(STAGES)}")
+        if not isinstance(name, str) or name not in STAGES:
+            errors.append(
+                f"stages.{i}.{short(name, quote=False)}: unknown stage; "
+                f"allowed: {', '.join(STAGES)}"
+            )
             continue
         config_cls = STAGES[name].config
         try:
@@ -165,6 +311,49 @@ def _validate_stages(raw_stages: list[Any]) -> tuple[list[StageConfig], list[str
     return configs, errors
 
 
+_EPOCH_KEYS = ("epochs", "max_batches", "step_size", "iterative_steps", "iters", "steps")
+
+
+def _number_errors(data: Any, path: str = "") -> list[str]:
+    """Numbers torch and numpy cannot take, anywhere in a validated recipe's plain data (the
+    model's kwargs aside: the builder checks those): integers beyond 2**53, counts of epochs or
+    steps beyond MAX_EPOCHS, floats that are not finite."""
+    errors: list[str] = []
+    stack: list[tuple[Any, str]] = [(data, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                sub = f"{where}.{key}" if where else str(key)
+                if sub != "model.kwargs":
+                    stack.append((item, sub))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{where}.{i}") for i, item in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            key = where.rpartition(".")[2]
+            bound = MAX_EPOCHS if key in _EPOCH_KEYS else MAX_INT
+            if abs(value) > bound:
+                errors.append(f"{where}: at most {bound:,} (got {short(value)})")
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{where}: must be a finite number (got {value})")
+    return sorted(errors)
+
+
+def _file_name_errors(configs: list[StageConfig]) -> list[str]:
+    """A stage's ``filename`` names a file inside the run folder: one plain name."""
+    errors = []
+    for i, config in enumerate(configs):
+        name = getattr(config, "filename", None)
+        if isinstance(name, str) and not _is_plain_name(name):
+            errors.append(
+                f"stages.{i}.{config.stage}.filename: a plain file name inside the run folder "
+                f"(no '/', '\\', '..' or absolute path; got {short(name)})"
+            )
+    return errors
+
+
 def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
     """Validate a recipe given as plain data (the parsed YAML). Raises RecipeError."""
     if not isinstance(raw, dict):
@@ -175,11 +364,17 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
     except ValidationError as exc:
         errors.extend(format_validation_error(exc, Recipe))
         recipe = None
-    specs, stage_errors = _validate_stages(raw.get("stages") or [])
+    raw_stages = raw.get("stages") or []
+    if not isinstance(raw_stages, list):
+        raw_stages = []  # reported by the schema
+    specs, stage_errors = _validate_stages(raw_stages)
     errors.extend(stage_errors)
+    errors.extend(_file_name_errors(specs))
+    if recipe is not None and not errors:
+        recipe.stages = specs
+        errors.extend(_number_errors(recipe_to_data(recipe)))
     if errors or recipe is None:
         raise RecipeError(f"{source}: invalid recipe\n  " + "\n  ".join(errors))
-    recipe.stages = specs
     return recipe
 
 
@@ -222,16 +417,20 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     """Parse ``a.b.0.c=value`` (the value is YAML) into a key path and a value; keys holding
     dots go in brackets (``stages.1.quantize.overrides[*.coef].bits=8``)."""
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. stages.0.prune.ratio=0.3")
+        raise RecipeError(
+            f"--set {short(text)}: expected KEY.PATH=VALUE, e.g. stages.0.prune.ratio=0.3"
+        )
     key, _, value_text = text.partition("=")
     try:
         parts = split_key_path(key.strip())
     except ValueError as exc:
-        raise RecipeError(f"--set {text!r}: bad key path: {exc}") from None
+        raise RecipeError(f"--set {short(text)}: bad key path: {short(str(exc))}") from None
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = safe_yaml(value_text) if value_text.strip() else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+        raise RecipeError(
+            f"--set {short(text)}: value is not valid YAML ({short(str(exc), 300, quote=False)})"
+        ) from None
     return parts, value
 
 
@@ -263,10 +462,14 @@ def load_recipe_data(path: str | Path, overrides: list[str] | tuple[str, ...] = 
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"{p}: recipe file not found")
+    if p.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{p}: {p.stat().st_size:,} bytes; a recipe is at most 1 MiB")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = safe_yaml(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{p}: not valid YAML: {exc}") from None
+        raise RecipeError(f"{p}: not valid YAML: {short(str(exc), 500, quote=False)}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{p}: a recipe is a mapping of keys (model, data, stages, ...)")
     raw = copy.deepcopy(raw)

@@ -110,7 +110,7 @@ def run_sweep(
     if not points:
         raise RecipeError("sweep: no --vary values given")
     base = load_recipe(recipe_path, base_overrides)
-    out = Path(output) if output else output_dir(base).with_name(f"{base.name}-sweep")
+    out = Path(output).expanduser() if output else output_dir(base).with_name(f"{base.name}-sweep")
     if out.exists() and any(out.iterdir()) and not (resume or force):
         raise RecipeError(f"{out} already exists; pass --resume to continue the sweep or --force")
     # validate every point before running any, so a typo fails in a second, not an hour in

@@ -67,11 +67,18 @@ def test_run_writes_everything(quickstart_run: Path) -> None:
 
 
 def test_inspect_lists_tensors(quickstart_run: Path) -> None:
-    result = CliRunner().invoke(cli, ["inspect", str(quickstart_run / "model.jcz")])
+    # what the header says, without building anything: names come from the structure
+    header = CliRunner().invoke(cli, ["inspect", str(quickstart_run / "model.jcz")])
+    assert header.exit_code == 0, header.output
+    assert "header" in header.output and "payload" in header.output
+    assert "zoo:small_cnn" in header.output and "edit block1.0" in header.output
+    assert "(implied)" in header.output and "--structure" in header.output
+    result = CliRunner().invoke(cli, ["inspect", "--structure", str(quickstart_run / "model.jcz")])
     assert result.exit_code == 0, result.output
-    assert "header" in result.output and "payload" in result.output
     assert "block1.0." in result.output and "zoo:small_cnn" in result.output
-    as_json = CliRunner().invoke(cli, ["inspect", "--json", str(quickstart_run / "model.jcz")])
+    as_json = CliRunner().invoke(
+        cli, ["inspect", "--json", "--structure", str(quickstart_run / "model.jcz")]
+    )
     info = json.loads(as_json.output)
     assert info["bytes"] == (quickstart_run / "model.jcz").stat().st_size
     assert info["header_bytes"] + info["payload_bytes"] == info["bytes"]
@@ -156,15 +163,19 @@ def test_run_refuses_existing_output(quickstart_run: Path) -> None:
 
 
 def test_inspect_of_an_untrusted_builder_needs_trust(tmp_path: Path) -> None:
-    """A 1.3 table names its tensors through the model's structure: inspecting a file whose
-    builder is outside the allow-list builds nothing unless --trust."""
+    """A table names its tensors through the model's structure: inspecting a file whose
+    builder is outside the allow-list shows its header and builds nothing; --structure needs
+    --trust."""
     from torch import nn
 
     from jointcomp.container import save
 
     path = tmp_path / "m.jcz"
     save(path, nn.Sequential(nn.Linear(4, 2)), "torch.nn:Sequential", {})
-    refused = CliRunner().invoke(cli, ["inspect", str(path)])
+    header = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert header.exit_code == 0, header.output
+    assert "torch.nn:Sequential" in header.output and "--structure --trust" in header.output
+    refused = CliRunner().invoke(cli, ["inspect", "--structure", str(path)])
     assert refused.exit_code == 2 and "not on the allow-list" in refused.output
     trusted = CliRunner().invoke(cli, ["inspect", "--json", "--trust", str(path)])
     assert trusted.exit_code == 0, trusted.output

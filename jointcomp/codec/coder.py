@@ -27,6 +27,13 @@ def default_block_size(n: int) -> int:
     return int(min(1 << 16, max(256, 1 << math.ceil(math.log2(want)))))
 
 
+def max_block_size(n: int) -> int:
+    """The largest block a lockstep decoder (huffman) accepts: 4x the default. Such a decoder
+    takes one numpy step per symbol of a block, so a block of n symbols would take n Python
+    steps; this bounds them by ~32·sqrt(n), at most 2**18."""
+    return 4 * default_block_size(n)
+
+
 class Coder(ABC):
     """Base of every concrete coder: encode(symbols) -> Encoded, decode(...) -> 1-D array."""
 
@@ -85,9 +92,9 @@ class DenseCoder(Coder):
         """The n decoded symbols (as alpha.values[dense index]); consume the whole body."""
 
 
-def read_blocks(r: Reader, n: int, name: str) -> tuple[int, int]:
-    """Block size varint; returns (block_size, number of blocks)."""
-    bs = r.uvarint(f"{name} block size", hi=n)
+def read_blocks(r: Reader, n: int, name: str, hi: int | None = None) -> tuple[int, int]:
+    """Block size varint (1..min(n, hi)); returns (block_size, number of blocks)."""
+    bs = r.uvarint(f"{name} block size", hi=n if hi is None else min(n, hi))
     if bs < 1:
         raise r.fail(f"{name} block size 0")
     return bs, -(-n // bs)

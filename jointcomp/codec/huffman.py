@@ -13,7 +13,7 @@ import numpy as np
 
 from .alphabet import Alphabet, Prepared
 from .bitio import Reader, pack_fields, padding_is_zero, uvarint, uvarints, window_view
-from .coder import DenseCoder, default_block_size, read_blocks
+from .coder import DenseCoder, default_block_size, max_block_size, read_blocks
 from .sidecode import decode_small, encode_small
 
 MAX_CODE_LEN = 30
@@ -87,7 +87,7 @@ class HuffmanCoder(DenseCoder):
         codes = np.empty(a, dtype=np.int64)
         codes[order] = starts >> (lmax - ls)
         table = _write_lengths(lengths)
-        bs = min(self.block_size or default_block_size(n), n)
+        bs = min(self.block_size or default_block_size(n), n, max_block_size(n))
         sym_len = lengths[prep.dense]
         block_bits = np.add.reduceat(sym_len, np.arange(0, n, bs))
         side = table + uvarint(bs) + uvarints(block_bits)
@@ -100,7 +100,7 @@ class HuffmanCoder(DenseCoder):
         lengths = _read_lengths(r, a)
         order, ls, starts = canonical(lengths)
         lmax = int(ls[-1])
-        bs, nblocks = read_blocks(r, n, "huffman")
+        bs, nblocks = read_blocks(r, n, "huffman", max_block_size(n))
         block_bits = r.uvarints(nblocks, "huffman block bit lengths").astype(np.int64)
         block_syms = np.full(nblocks, bs, dtype=np.int64)
         block_syms[-1] = n - bs * (nblocks - 1)

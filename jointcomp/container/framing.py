@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import FormatError
 from .header_dict import HEADER_DICT
+from .limits import MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_JSON_INT, MAX_JSON_VALUES
 
 MAGIC = b"\x89JCZ\r\n\x1a\n"  # PNG-style: catches text-mode mangling and non-jcz files early
 # The one version this jointcomp reads and writes. Earlier minors were pre-release formats: they
@@ -23,7 +24,6 @@ FORMAT_MINOR = 7
 _PREFIX = struct.Struct("<8sHHII")  # magic, major, minor, header length, header CRC32
 PREFIX_SIZE = _PREFIX.size  # 20
 DIGEST_SIZE = 32
-MAX_HEADER_BYTES = 64 << 20  # decompressed JSON header: far above any real model's table
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ def check_version(major: int, minor: int) -> None:
 def _inflate_json(compressed: bytes) -> dict[str, Any]:
     inflater = zlib.decompressobj(zdict=HEADER_DICT)
     try:
+        # max_length bounds what inflating allocates, however well the stream compresses
         text = inflater.decompress(compressed, MAX_HEADER_BYTES)
     except zlib.error as exc:
         raise FormatError(f"header is not valid DEFLATE data ({exc})") from None
@@ -97,10 +98,60 @@ def _inflate_json(compressed: bytes) -> dict[str, Any]:
         raise FormatError(f"header decompresses to more than {MAX_HEADER_BYTES} bytes")
     if not inflater.eof or inflater.unused_data:
         raise FormatError("header DEFLATE stream is incomplete or has trailing bytes")
+    return parse_header_json(text)
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # |value| < 2**63 has at most 19 digits
+        raise FormatError(f"header: integer {text[:24]}... is too large")
+    value = int(text)
+    if abs(value) >= MAX_JSON_INT:
+        raise FormatError(f"header: integer {value} is too large")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise FormatError(f"header: number {text[:24]} is not finite")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise FormatError(f"header: {name} is not a JSON number")
+
+
+def parse_header_json(text: bytes) -> dict[str, Any]:
+    """The header object of inflated ``text``: valid UTF-8 JSON of at most MAX_JSON_VALUES
+    values, nested at most MAX_JSON_DEPTH deep, with integers below 2**63 and finite numbers.
+    The value count is bounded from the text before it is parsed (every value but a
+    container's first follows a comma, every key a colon), so parsing never builds more
+    Python objects than that."""
+    values = 1 + sum(text.count(c) for c in (b",", b":", b"[", b"{"))
+    if values > MAX_JSON_VALUES:
+        raise FormatError(f"header holds more than {MAX_JSON_VALUES} JSON values")
     try:
-        header = json.loads(text.decode("utf-8"))
+        header = json.loads(
+            text.decode("utf-8"),
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")
+    check_depth(header, MAX_JSON_DEPTH, "header")
     return header
+
+
+def check_depth(value: Any, limit: int, what: str) -> None:
+    """Refuse JSON data nested deeper than ``limit`` (iteratively: no recursion to exhaust)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                raise FormatError(f"{what} is nested more than {limit} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)

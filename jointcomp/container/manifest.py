@@ -14,6 +14,8 @@ children a type declares shared with its previous layer (``implied_shared``).
 from __future__ import annotations
 
 import inspect
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,9 @@ from ..errors import FormatError, ModelError
 from ..nn.modules import set_module
 from ..registry import MODULE_TYPES, ModuleType, module_type_of
 from . import implied_shared
+from .limits import MAX_ATTRS, MAX_EDITS, MAX_KWARGS_BYTES, MAX_MODULES, MAX_PATH, MAX_PATH_DEPTH
+
+MAX_NAME = 1024  # characters of a state-dict name
 
 _SCALARS = (int, float, bool, str, type(None))
 _SKIP_ATTRS = {"training"}
@@ -59,7 +64,8 @@ class Manifest:
             out["edits"] = self.edits
         if self.attrs:
             out["attrs"] = self.attrs
-        ties = {a: t for a, t in self.ties.items() if _implied_tie(a, self.shared) != t}
+        order = {a: i for i, a in enumerate(self.shared)}
+        ties = {a: t for a, t in self.ties.items() if _implied_tie(a, self.shared, order) != t}
         if ties:
             out["ties"] = ties  # those inside a shared module follow from ``shared``
         shared, own = implied_shared.compact(self.edits, self.shared)
@@ -70,12 +76,19 @@ class Manifest:
         return out
 
 
-def _implied_tie(name: str, shared: dict[str, str]) -> str | None:
-    """The stored name a tensor inside a shared module's alias path is tied to, if any."""
-    for alias, first in shared.items():
-        if name.startswith(f"{alias}."):
-            return first + name[len(alias) :]
-    return None
+def _implied_tie(
+    name: str, shared: dict[str, str], order: dict[str, int] | None = None
+) -> str | None:
+    """The stored name a tensor inside a shared module's alias path is tied to, if any (the
+    first alias in ``shared``'s order that holds it; ``order``: alias → position, for speed)."""
+    order = order if order is not None else {a: i for i, a in enumerate(shared)}
+    best = None
+    for i, ch in enumerate(name):
+        if ch == "." and name[:i] in order:
+            alias = name[:i]
+            if best is None or order[alias] < order[best]:
+                best = alias
+    return None if best is None else shared[best] + name[len(best) :]
 
 
 def _is_scalar_value(v: Any) -> bool:
@@ -223,14 +236,75 @@ def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -
                 if config.get("shape") == shape:
                     short = {k: v for k, v in config.items() if k != "shape"}
             stored[tensor_name].append([type_name, short])
+            _check_quantizer(type_name, config, shape, f"{path}.{tensor_name}")
             try:
                 p = entry.build(config)
                 parametrize.register_parametrization(module, tensor_name, p, unsafe=True)
+            except FormatError:
+                raise
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise FormatError(
-                    f"{path}.{tensor_name}: cannot build {type_name} from {config} ({exc})"
+                    f"{path}.{tensor_name}: cannot build {type_name} from {_short(config)} ({exc})"
                 ) from None
     return stored
+
+
+_QUANTIZER_ARGS = {
+    "IntQuantized": {
+        "shape",
+        "bits",
+        "signed",
+        "narrow_range",
+        "axis",
+        "scale_shape",
+        "zero_point_shape",
+    },
+    "Codebook": {"shape", "size", "zero_index"},
+}
+
+
+def _check_quantizer(type_name: str, config: dict[str, Any], shape: list[int], where: str) -> None:
+    """A quantizer's arguments as a writer makes them: known names of the right JSON types,
+    the shape of the tensor it stands for (its value replaces that tensor's), and scale and
+    zero-point shapes that broadcast to it without changing it."""
+
+    def fail(problem: str) -> FormatError:
+        return FormatError(f"{where}: {type_name} {problem}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_shape(v: Any) -> bool:
+        return isinstance(v, list) and len(v) <= 8 and all(is_int(d) and d >= 0 for d in v)
+
+    allowed = _QUANTIZER_ARGS.get(type_name)
+    if allowed is None:
+        return
+    unknown = set(config) - allowed
+    if unknown:
+        raise fail(f"takes no arguments {sorted(unknown)}")
+    if config.get("shape") != shape:
+        raise fail(f"of shape {_short(config.get('shape'))} stands for a tensor of shape {shape}")
+    for key in ("signed", "narrow_range"):
+        if key in config and not isinstance(config[key], bool):
+            raise fail(f"argument {key} must be true or false")
+    for key in ("bits", "size"):
+        if key in config and not is_int(config[key]):
+            raise fail(f"argument {key} must be an integer")
+    for key in ("axis", "zero_index"):
+        if config.get(key) is not None and not is_int(config[key]):
+            raise fail(f"argument {key} must be an integer or null")
+    axis = config.get("axis")
+    if axis is not None and not -len(shape) <= axis < len(shape):
+        raise fail(f"axis {axis} outside a {len(shape)}-d tensor")
+    for key in ("scale_shape", "zero_point_shape"):
+        if key not in config:
+            continue
+        part = config[key]
+        if not is_shape(part) or len(part) > len(shape):
+            raise fail(f"argument {key} must be a shape of at most {len(shape)} dimensions")
+        if any(d not in (1, full) for d, full in zip(reversed(part), reversed(shape))):
+            raise fail(f"{key} {part} does not broadcast to the tensor's shape {shape}")
 
 
 def describe(
@@ -331,14 +405,33 @@ def tensors_to_store(model: nn.Module, manifest: Manifest) -> dict[str, torch.Te
     }
 
 
+def _check_path(path: Any, what: str, *, root: bool = True) -> str:
+    """A module path from a file: a string of at most MAX_PATH characters and MAX_PATH_DEPTH
+    non-empty dotted components ("" is the root, where ``root`` allows it)."""
+    if not isinstance(path, str) or len(path) > MAX_PATH:
+        raise FormatError(f"header: {what} path must be a string of at most {MAX_PATH} characters")
+    if not path:
+        if root:
+            return path
+        raise FormatError(f"header: {what} path is empty")
+    parts = path.split(".")
+    if len(parts) > MAX_PATH_DEPTH or not all(parts):
+        raise FormatError(f"header: {what} path {path!r} is malformed or too deep")
+    return path
+
+
 def manifest_from_json(data: Any) -> Manifest:
-    """Parse and type-check the manifest part of a header. Raises FormatError."""
+    """Parse and type-check the manifest part of a header, within the reader's limits (see
+    ``limits``): sizes, counts, paths, and each path edited at most once per kind. Raises
+    FormatError."""
     if not isinstance(data, dict):
         raise FormatError("header has no model description")
     builder = data.get("builder")
     kwargs = data.get("kwargs", {})
-    if not isinstance(builder, str) or not isinstance(kwargs, dict):
+    if not isinstance(builder, str) or not isinstance(kwargs, dict) or len(builder) > MAX_PATH:
         raise FormatError("header: builder must be a string and kwargs an object")
+    if len(json.dumps(kwargs)) > MAX_KWARGS_BYTES:
+        raise FormatError(f"header: the builder's kwargs take more than {MAX_KWARGS_BYTES} bytes")
     edits = data.get("edits", [])
     attrs = data.get("attrs", [])
     ties = data.get("ties", {})
@@ -352,22 +445,41 @@ def manifest_from_json(data: Any) -> Manifest:
         for e in edits
     ):
         raise FormatError("header: malformed structural edits")
+    if len(edits) > MAX_EDITS:
+        raise FormatError(f"header: more than {MAX_EDITS} structural edits")
+    seen: set[tuple[str, bool]] = set()
+    for path, type_name, _ in edits:
+        _check_path(path, "edit")
+        key = (path, type_name == PARAMETRIZE)
+        if key in seen:
+            raise FormatError(f"header: module {path or '(root)'} is edited twice")
+        seen.add(key)
     if not isinstance(attrs, list) or not all(
         isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], dict)
         for a in attrs
     ):
         raise FormatError("header: malformed attribute edits")
+    if len(attrs) > MAX_ATTRS or len({_check_path(a[0], "attribute edit") for a in attrs}) != len(
+        attrs
+    ):
+        raise FormatError("header: too many attribute edits, or a module's attributes twice")
     if not isinstance(ties, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in ties.items()
+        isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_NAME and len(v) <= MAX_NAME
+        for k, v in ties.items()
     ):
         raise FormatError("header: malformed tensor ties")
     if not isinstance(shared, dict) or not all(
         isinstance(k, str) and k and isinstance(v, str) for k, v in shared.items()
     ):
         raise FormatError("header: malformed shared modules")
+    for alias, first in shared.items():
+        _check_path(alias, "shared module", root=False)
+        _check_path(first, "shared module")
     own = data.get("own", [])
     if not isinstance(own, list) or not all(isinstance(p, str) and p for p in own):
         raise FormatError("header: malformed list of own modules")
+    for path in own:
+        _check_path(path, "own module", root=False)
     return Manifest(builder, kwargs, edits, attrs, ties, shared, own=own)
 
 
@@ -434,47 +546,178 @@ def omittable(tensor: torch.Tensor, built: torch.Tensor | None) -> bool:
     return not bool(bits.ne(0).any())
 
 
+def _ancestors(path: str) -> list[str]:
+    """Every proper ancestor of a module path, the root ("") included."""
+    if not path:
+        return []
+    return [""] + [path[:i] for i, ch in enumerate(path) if ch == "."]
+
+
+def _check_slot(root: nn.Module, path: str, what: str) -> None:
+    """``path`` may hold a module: its parent exists, and its name is a child module of the
+    parent or no attribute of it at all (not a parameter, buffer, method or parametrization)."""
+    if not path:
+        return
+    parent_path, _, name = path.rpartition(".")
+    if "parametrizations" in path.split("."):
+        raise FormatError(f"{what} at {path!r}: inside a module's parametrizations")
+    parent = _get(root, parent_path)
+    if parent is None:
+        raise FormatError(f"{what} at {path!r}: parent module does not exist")
+    if name not in parent._modules and hasattr(parent, name):
+        raise FormatError(f"{what} at {path!r}: {name!r} is an attribute of its parent")
+
+
+def _same_argument(given: Any, built: Any) -> bool:
+    """A constructor argument survived the build: equal, or an int standing for a list of it."""
+    if type(given) is type(built) and given == built:
+        return True
+    if isinstance(given, (int, float)) and isinstance(built, (int, float)):
+        return not isinstance(given, bool) and not isinstance(built, bool) and given == built
+    return (
+        type(given) is int
+        and isinstance(built, list)
+        and bool(built)
+        and all(type(v) is int and v == given for v in built)
+    )
+
+
+def _build_edit(entry: ModuleType, config: dict[str, Any], path: str) -> nn.Module:
+    """The module of a type edit, its arguments checked: the type's own checks, and every
+    argument one the type describes itself by, coming out of the constructor unchanged (a
+    float width truncated, a string taken as a bool, a device or dtype are refused)."""
+    where = f"edit at {path!r}: {entry.name}"
+    if entry.check is not None:
+        try:
+            entry.check(config)
+        except (TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: cannot build it: {exc}") from None
+    try:
+        module = entry.build(config)
+        built = entry.config(module)
+    except FormatError:
+        raise
+    except Exception as exc:  # a constructor rejecting bad arguments from the file
+        raise FormatError(
+            f"{where}: cannot build it from {_short(config)} ({type(exc).__name__}: {exc})"
+        ) from None
+    for key, value in config.items():
+        if key not in built or not _same_argument(value, built[key]):
+            raise FormatError(
+                f"{where}: argument {key}={_short(value)} is not one it is rebuilt from"
+            )
+    return module
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_attr(path: str, key: str, old: Any, value: Any) -> None:
+    """An attribute edit keeps the attribute's kind: a bool stays a bool, an int an int (a
+    positive one positive, a non-negative one non-negative), a float a finite float, a list or
+    tuple as long with each element so; strings and None are not edited."""
+    where = f"attribute edit at {path!r}: {key}={_short(value)}"
+
+    def same(o: Any, v: Any) -> bool:
+        if isinstance(o, bool) or isinstance(v, bool):
+            return isinstance(o, bool) and isinstance(v, bool)
+        if isinstance(o, int):
+            return type(v) is int and (v > 0 if o > 0 else v >= 0 if o >= 0 else True)
+        if isinstance(o, float):
+            return isinstance(v, (int, float)) and math.isfinite(v)
+        return o == v  # strings, None: unchanged
+
+    if isinstance(old, (tuple, list)):
+        ok = isinstance(value, list) and len(value) == len(old) and all(map(same, old, value))
+    else:
+        ok = not isinstance(value, list) and same(old, value)
+    if not ok:
+        raise FormatError(f"{where}: not a valid value for a {type(old).__name__} attribute")
+
+
+def _count_paths(root: nn.Module, limit: int) -> None:
+    """Refuse a module graph with a cycle, deeper than MAX_PATH_DEPTH, or of more than
+    ``limit`` paths (shared modules make a graph whose tree, which state_dict walks, can be
+    exponentially larger than it)."""
+    stack = [(root, 0)]
+    paths = 0
+    while stack:
+        module, depth = stack.pop()
+        paths += 1
+        if paths > limit:
+            raise FormatError(f"the model's modules are reachable by more than {limit} paths")
+        if depth > 2 * MAX_PATH_DEPTH:
+            raise FormatError("the model's modules form a cycle or nest too deep")
+        stack.extend((c, depth + 1) for c in module._modules.values() if c is not None)
+
+
 def rebuild_structure(
     base: nn.Module, manifest: Manifest
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The module of the manifest's edits, attributes and shared modules applied to ``base``,
-    with placeholder tensors, and its state dict (aliases resolved into ``manifest.ties``)."""
+    with placeholder tensors, and its state dict (aliases resolved into ``manifest.ties``).
+    Refuses (FormatError) whatever a writer never makes and would load a model other than
+    the one described: an edit that a later edit undoes or that lands inside a shared
+    alias, a module put in place of a parameter or inside parametrizations, arguments that
+    do not survive their constructor, attributes of registered modules, attribute values of
+    another kind, a shared module where its layer expects another, cycles."""
     manifest.complete_shared()
+    aliases = set(manifest.shared)
+    if len(aliases) > MAX_ATTRS:
+        raise FormatError(f"header: more than {MAX_ATTRS} shared modules")
+
+    def outside_aliases(path: str, what: str) -> None:
+        if path in aliases or any(a in aliases for a in _ancestors(path)):
+            raise FormatError(f"{what} at {path!r}: inside a shared module's alias path")
+
     root = base
     previous: dict[str, dict[str, Any]] = {}  # type name -> arguments of its last edit
+    edited_below: set[str] = set()  # proper ancestors of every edited path
+    parametrized: set[str] = set()
     for path, type_name, config in manifest.edits:
+        outside_aliases(path, "edit")
         if type_name == PARAMETRIZE:
             target = _get(root, path)
             if target is None:
                 raise FormatError(f"edit at {path!r}: no such module to parametrize")
+            if "parametrizations" in path.split("."):
+                raise FormatError(f"edit at {path!r}: inside a module's parametrizations")
             apply_parametrizations(target, config, path)
+            parametrized.add(path)
+            edited_below.update(_ancestors(path))
             continue
         entry = MODULE_TYPES.get(type_name)
         if entry is None or entry.parametrization:
             raise FormatError(
-                f"edit at {path!r} names module type {type_name!r}, which is not registered"
+                f"edit at {path!r} names module type {_short(type_name)}, which is not registered"
             )
+        if path in edited_below or path in parametrized:
+            raise FormatError(f"edit at {path!r} replaces a module that an earlier edit changed")
+        _check_slot(root, path, "edit")
         current = _get(root, path)
         if current is not None and module_type_of(current) is entry:
             config = {**entry.config(current), **config}  # the edit lists changed arguments only
         else:
             implied = implied_arguments(entry, current, previous.get(type_name))
             config = {**implied, **config}
-        try:
-            module = entry.build(config)
-        except Exception as exc:  # a constructor rejecting bad arguments from the file
-            raise FormatError(
-                f"edit at {path!r}: cannot build {type_name} from {config} "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        if path and _get(root, path.rpartition(".")[0]) is None:
-            raise FormatError(f"edit at {path!r}: parent module does not exist")
+        module = _build_edit(entry, config, path)
         root = _set(root, path, module)
         previous[type_name] = entry.config(module)
+        edited_below.update(_ancestors(path))
     for path, values in manifest.attrs:
+        outside_aliases(path, "attribute edit")
         module = _get(root, path)
         if module is None:
             raise FormatError(f"attribute edit at {path!r}: no such module")
+        if "parametrizations" in path.split(".") or any(
+            module_type_of(m) is not None for m in _path_modules(root, path)
+        ):
+            raise FormatError(
+                f"attribute edit at {path!r}: a registered module (or inside one) is described "
+                "by its constructor arguments, not by attributes"
+            )
         for key, value in values.items():
             if (
                 key.startswith("_")
@@ -482,23 +725,53 @@ def rebuild_structure(
                 or not _is_scalar_value(value)
             ):
                 raise FormatError(
-                    f"attribute edit at {path!r}: {key!r} is not an editable attribute"
+                    f"attribute edit at {path!r}: {_short(key)} is not an editable attribute"
                 )
             old = getattr(module, key)
+            _check_attr(path, key, old, value)
             setattr(module, key, tuple(value) if isinstance(old, tuple) else value)
     for alias, first in manifest.shared.items():
         module = _get(root, first)
-        if module is None or alias == first or alias.startswith(f"{first}."):
+        if (
+            module is None
+            or alias == first
+            or alias.startswith(f"{first}.")
+            or first.startswith(f"{alias}.")
+        ):
             raise FormatError(f"shared module {alias!r} -> {first!r}: no such module to share")
-        if _get(root, alias.rpartition(".")[0]) is None:
-            raise FormatError(f"shared module {alias!r}: parent module does not exist")
+        _check_slot(root, alias, "shared module")
+        parent = _get(root, alias.rpartition(".")[0])
+        if module_type_of(parent) is not None:
+            # a registered layer's child: the layer was built for the module there
+            here = _get(root, alias)
+            entry = module_type_of(module)
+            if (
+                here is None
+                or module_type_of(here) is not entry
+                or (entry is not None and entry.config(here) != entry.config(module))
+            ):
+                raise FormatError(
+                    f"shared module {alias!r} -> {first!r}: its layer holds another kind of "
+                    "module there"
+                )
         root = _set(root, alias, module)
+    _count_paths(root, 4 * MAX_MODULES)
     expected = root.state_dict(keep_vars=True)
+    order = {a: i for i, a in enumerate(manifest.shared)}
     for name in expected:
-        implied = _implied_tie(name, manifest.shared)
+        implied = _implied_tie(name, manifest.shared, order)
         if implied is not None and name not in manifest.ties:
             manifest.ties[name] = implied
     return root, expected
+
+
+def _path_modules(root: nn.Module, path: str) -> list[nn.Module]:
+    """The modules from the root down to ``path`` (which exists), both included."""
+    out = [root]
+    if path:
+        for part in path.split("."):
+            out.append(out[-1]._modules[part])
+    return out
 
 
 def _assign(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +18,24 @@ from ..errors import DataError
 class DataBundle:
     """A dataset in its three roles: ``train`` (what models train on), ``val`` (carved from the
     training data: every choice a stage makes is judged on it) and ``test`` (held out: only the
-    audit's reported figures are measured on it), plus what a model builder needs."""
+    audit's reported figures are measured on it), plus what a model builder needs.
+
+    ``num_classes`` is None for unlabeled data (tokenized text, a flat image folder): its
+    samples are model inputs alone. ``info`` says how the samples were made where a loader
+    computed it (an image folder's class names and mean/std, the tokenizer of text), for
+    reports and for preparing new inputs the same way."""
 
     name: str
     train: Dataset
     val: Dataset
     test: Dataset
-    input_shape: tuple[int, ...]  # per sample, e.g. (1, 28, 28)
-    num_classes: int
+    input_shape: tuple[int, ...]  # per sample, e.g. (1, 28, 28); text: (max_length,)
+    num_classes: int | None  # None: unlabeled
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labeled(self) -> bool:
+        return self.num_classes is not None
 
 
 # the test carve's own seed, fixed: whatever data.seed a run or a sweep uses, its figures are

@@ -3,19 +3,28 @@ trusted, ``package.module:callable``.
 
 A .jcz file names its builder; loading it must not import arbitrary code, so only the zoo and
 torchvision forms are on the allow-list. Anything else runs a user's code and needs trust.
+
+Building never touches the network: torchvision builders are called with every weights argument
+(``weights``, ``weights_backbone``, ...) forced to None, and a file or recipe asking for
+pretrained weights is refused. :func:`check_builder` checks a recipe's model before a run
+touches its output: built on the meta device (no memory, no initialisation) and refused when it
+would hold more than :data:`MAX_ELEMENTS` elements.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..config import short
+from ..errors import JointcompError, ModelError
 from .lenet import LeNet5, LeNet300
 from .resnet_cifar import resnet20, resnet32, resnet56
 from .small_cnn import SmallCNN
@@ -40,6 +49,23 @@ _FORMS = "'zoo:NAME', 'torchvision:NAME' or 'package.module:callable'"
 
 # Keyword arguments that the data determine; see data_kwargs().
 _DATA_ARGS = ("in_channels", "num_classes", "image_size")
+
+# Parameters and buffers of a model built from an allow-listed builder (1.07e9 elements: 4 GiB
+# at fp32; torchvision's largest, vit_h_14 and regnet_y_128gf, hold about 0.64e9).
+MAX_ELEMENTS = 1 << 30
+# Modules a recipe's model may register (torchvision's largest register a few thousand).
+MAX_MODULES = 1 << 15
+# Builder keyword arguments: values (counted with repeats, so shared references count each
+# time) and nesting depth.
+MAX_KWARGS_NODES = 10_000
+MAX_KWARGS_DEPTH = 16
+# An allow-listed builder that cannot run on the meta device is built for real; its integer
+# arguments must then be at most this (torchvision's RegNets compute their widths with tensors).
+MAX_UNMEASURED_INT = 1 << 16
+# torchvision arguments that would download: any name holding these words (weights,
+# weights_backbone, pretrained, pretrained_backbone, ...); and those only about downloading.
+_DOWNLOAD_WORDS = ("weights", "pretrained")
+_DOWNLOAD_ONLY = ("progress", "check_hash", "model_dir", "file_name")
 
 
 def list_zoo() -> list[str]:
@@ -96,81 +122,199 @@ def _call(label: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any]) -> n
         unknown = [k for k in kwargs if k not in accepted[0]]
         if unknown:
             raise ModelError(
-                f"{label} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+                f"{label} got unknown argument(s) {', '.join(short(k) for k in unknown)}; "
                 f"it accepts: {', '.join(accepted[0]) or '(none)'}"
             )
     try:
         return fn(**kwargs)
-    except (TypeError, ValueError) as e:
-        # Constructors report bad values (and, behind **kwargs, bad names) this way.
-        raise ModelError(f"{label} rejected its arguments {kwargs!r}: {e}") from e
+    except JointcompError:
+        raise
+    except Exception as e:
+        # Constructors report bad values (and, behind **kwargs, bad names) as TypeError or
+        # ValueError; sizes too large for the allocator as RuntimeError or MemoryError.
+        raise ModelError(
+            f"{label} rejected its arguments {short(kwargs, 200)}: "
+            f"{type(e).__name__}: {short(str(e), 300, quote=False)}"
+        ) from e
 
 
 def _check_kwargs(builder: str, kwargs: dict[str, Any] | None) -> dict[str, Any]:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise ModelError(f"model kwargs for {builder!r} must be a mapping of names to values")
+        raise ModelError(f"model kwargs for {short(builder)} must be a mapping of names to values")
+    # count every value as a builder would see it (shared references once per use), stopping
+    # at the bound: an exponential structure of aliases is refused after MAX_KWARGS_NODES steps
+    stack: list[tuple[Any, int]] = [(kwargs, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_KWARGS_NODES or depth > MAX_KWARGS_DEPTH:
+            raise ModelError(
+                f"model kwargs for {short(builder)} are too large (more than "
+                f"{MAX_KWARGS_NODES:,} values or {MAX_KWARGS_DEPTH} levels deep)"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
     return dict(kwargs)
 
 
-def _build_torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def _elements(model: nn.Module) -> int:
+    return sum(math.prod(t.shape) for t in (*model.parameters(), *model.buffers()))
+
+
+def _measure(call: Callable[[], nn.Module]) -> int | None:
+    """The parameter and buffer elements of the module ``call`` builds, built on the meta device
+    (no memory, no initialisation, the caller's random state untouched); None when the builder
+    cannot run there. A ModelError for arguments the builder rejects."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = call()
+    except ModelError as exc:
+        if isinstance(exc.__cause__, (NotImplementedError, RuntimeError)):
+            return None  # e.g. .tolist() of a meta tensor: measured by building for real
+        raise
+    return _elements(model) if isinstance(model, nn.Module) else None
+
+
+def _ints(value: Any) -> list[int]:
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints(v)]
+    if isinstance(value, (list, tuple)):
+        return [i for v in value for i in _ints(v)]
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
+
+
+def _check_size(label: str, kwargs: dict[str, Any], elements: int, bound: int) -> None:
+    if elements > bound:
+        raise ModelError(
+            f"{label} with {short(kwargs, 200)} would hold {elements:,} parameter and buffer "
+            f"elements, more than the {bound:,} allowed"
+        )
+
+
+def _bounded_build(
+    label: str, call: Callable[[], nn.Module], kwargs: dict[str, Any], max_elements: int | None
+) -> nn.Module:
+    """Build an allow-listed model, measured on the meta device first."""
+    if max_elements is None:
+        return call()
+    if torch.empty(0).device.type == "meta":  # building on the meta device: the build measures
+        model = call()
+        _check_size(label, kwargs, _elements(model), max_elements)
+        return model
+    elements = _measure(call)
+    if elements is None:
+        big = [i for i in _ints(kwargs) if abs(i) > MAX_UNMEASURED_INT]
+        if big:
+            raise ModelError(
+                f"{label}: cannot measure this model before building it, and its "
+                f"arguments hold {short(big[0])} (at most {MAX_UNMEASURED_INT:,} here)"
+            )
+    else:
+        _check_size(label, kwargs, elements, max_elements)
+    return call()
+
+
+def _is_download_argument(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _DOWNLOAD_WORDS)
+
+
+def torchvision_arguments(
+    name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The keyword arguments to call torchvision builder ``fn`` with so that nothing is
+    downloaded: a weights argument set to anything but None/False is refused (ModelError),
+    None/False ones and download options (``progress``) are dropped, and every weights argument
+    of ``fn``'s signature is passed as None — torchvision's own defaults download backbones
+    (``weights_backbone=IMAGENET1K_V1`` on detection and segmentation models)."""
+    out: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if _is_download_argument(key):
+            if value is not None and value is not False:
+                raise ModelError(
+                    f"torchvision:{name}: {key}={short(value)} asks for pretrained weights, "
+                    "which are never fetched here; build with weights=None and start from your "
+                    "own trained checkpoint"
+                )
+            continue
+        if key in _DOWNLOAD_ONLY:
+            continue
+        out[key] = value
+    accepted = _accepted(fn)
+    for param in accepted[0] if accepted else ():
+        if _is_download_argument(param):
+            out[param] = False if "pretrained" in param.lower() else None
+    return out
+
+
+def _build_torchvision(name: str, kwargs: dict[str, Any], max_elements: int | None) -> nn.Module:
     try:
         import torchvision.models
     except ImportError as e:
         raise ModelError(
             f"torchvision:{name} needs torchvision: pip install 'jointcomp[vision]'"
         ) from e
-    if kwargs.pop("weights", None) is not None:
-        raise ModelError(
-            f"torchvision:{name}: pretrained weights cannot be fetched here; build with "
-            "weights=None and start from your own trained checkpoint"
-        )
     available = torchvision.models.list_models()
     if name not in available:
         raise ModelError(
-            f"unknown torchvision model {name!r}; torchvision.models.list_models() has "
+            f"unknown torchvision model {short(name)}; torchvision.models.list_models() has "
             f"{len(available)} names, e.g. {', '.join(available[:8])}, ..."
         )
-    return _call(
-        f"torchvision:{name}",
-        lambda **kw: torchvision.models.get_model(name, weights=None, **kw),
-        kwargs,
-    )
+    fn = torchvision.models.get_model_builder(name)
+    arguments = torchvision_arguments(name, fn, kwargs)
+    label = f"torchvision:{name}"
+    return _bounded_build(label, lambda: _call(label, fn, arguments), kwargs, max_elements)
 
 
 def build_model(
-    builder: str, kwargs: dict[str, Any] | None = None, *, trust: bool = True
+    builder: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    trust: bool = True,
+    max_elements: int | None = None,
 ) -> nn.Module:
     """Build an untrained model from a builder string and keyword arguments.
 
-    ``zoo:NAME`` uses :data:`ZOO`; ``torchvision:NAME`` calls
-    ``torchvision.models.get_model(NAME, weights=None, **kwargs)``; ``package.module:callable``
-    imports and calls the callable with ``kwargs``, only when ``trust`` is True. Every failure
-    (unknown name, bad or unknown kwargs, malformed string, untrusted builder) is a
-    :class:`ModelError` whose message names the problem and what is allowed.
+    ``zoo:NAME`` uses :data:`ZOO`; ``torchvision:NAME`` calls torchvision's builder with every
+    weights argument None (nothing is downloaded; asking for pretrained weights is an error);
+    ``package.module:callable`` imports and calls the callable with ``kwargs``, only when
+    ``trust`` is True. With ``max_elements``, an allow-listed model is built on the meta device
+    first and refused when it would hold more than that many parameter and buffer elements
+    (the container bounds what a file may build by its own budget; :func:`check_builder` bounds
+    a recipe's model by :data:`MAX_ELEMENTS`).
+    Every failure (unknown name, bad or unknown kwargs, malformed string, untrusted builder,
+    too large) is a :class:`ModelError` whose message names the problem and what is allowed.
     """
     if not isinstance(builder, str):
-        raise ModelError(f"model builder must be a string like {_FORMS}, got {builder!r}")
+        raise ModelError(f"model builder must be a string like {_FORMS}, got {short(builder)}")
     kwargs = _check_kwargs(builder, kwargs)
     scheme, _, name = builder.partition(":")
     if scheme == "zoo":
         if name not in ZOO:
-            raise ModelError(f"unknown zoo model {name!r}; the zoo has: {_zoo_names()}")
-        return _call(builder, ZOO[name], kwargs)
+            raise ModelError(f"unknown zoo model {short(name)}; the zoo has: {_zoo_names()}")
+        fn = ZOO[name]
+        return _bounded_build(builder, lambda: _call(builder, fn, kwargs), kwargs, max_elements)
     if scheme == "torchvision":
         if not _TV_RE.fullmatch(builder):
-            raise ModelError(f"malformed model builder {builder!r}: expected 'torchvision:NAME'")
-        return _build_torchvision(name, kwargs)
+            raise ModelError(
+                f"malformed model builder {short(builder)}: expected 'torchvision:NAME'"
+            )
+        return _build_torchvision(name, kwargs, max_elements)
     if not _CALLABLE_RE.fullmatch(builder):
         raise ModelError(
-            f"malformed model builder {builder!r}: expected {_FORMS} (zoo names: {_zoo_names()})"
+            f"malformed model builder {short(builder)}: expected {_FORMS} "
+            f"(zoo names: {_zoo_names()})"
         )
     if not trust:
         raise ModelError(
-            f"model builder {builder!r} is not on the allow-list (zoo:NAME, torchvision:NAME) "
-            "and would import and run your code; trust it with --trust on the command line "
-            "or trust=True in Python"
+            f"model builder {short(builder)} is not on the allow-list (zoo:NAME, "
+            "torchvision:NAME) and would import and run your code; trust it with --trust on "
+            "the command line or trust=True in Python"
         )
     model = _call(builder, import_callable(builder, ModelError, "model builder"), kwargs)
     if not isinstance(model, nn.Module):
@@ -178,6 +322,58 @@ def build_model(
             f"model builder {builder!r} returned {type(model).__name__}, not a torch.nn.Module"
         )
     return model
+
+
+def check_builder(builder: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Check a recipe's builder without running anything heavy: an allow-listed model is built
+    on the meta device (its arguments checked, its size bounded by :data:`MAX_ELEMENTS`
+    elements and :data:`MAX_MODULES` modules); a user's callable is imported and its keyword
+    names checked, not called. Raises ModelError."""
+    if not isinstance(builder, str):
+        raise ModelError(f"model builder must be a string like {_FORMS}, got {short(builder)}")
+    kwargs = _check_kwargs(builder, kwargs)
+    if is_allowed_builder(builder):
+        from torch.nn.modules import module as module_mod
+
+        registered = 0
+
+        def count(*_: Any) -> None:
+            nonlocal registered
+            registered += 1
+            if registered > MAX_MODULES:
+                raise ModelError(
+                    f"{builder} with {short(kwargs, 200)} would register more than "
+                    f"{MAX_MODULES:,} modules"
+                )
+
+        hook = module_mod.register_module_module_registration_hook(count)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                build_model(builder, kwargs, trust=False, max_elements=MAX_ELEMENTS)
+        except ModelError as exc:
+            if not isinstance(exc.__cause__, (NotImplementedError, RuntimeError)):
+                raise
+            # a builder that cannot run on the meta device: its arguments bounded instead
+            big = [i for i in _ints(kwargs) if abs(i) > MAX_UNMEASURED_INT]
+            if big:
+                raise ModelError(
+                    f"{builder}: cannot measure this model before building it, and its "
+                    f"arguments hold {short(big[0])} (at most {MAX_UNMEASURED_INT:,} here)"
+                ) from None
+        finally:
+            hook.remove()
+        return
+    if not _CALLABLE_RE.fullmatch(builder):
+        raise ModelError(f"malformed model builder {short(builder)}: expected {_FORMS}")
+    fn = import_callable(builder, ModelError, "model builder")
+    accepted = _accepted(fn)
+    if accepted is not None and not accepted[1]:
+        unknown = [k for k in kwargs if k not in accepted[0]]
+        if unknown:
+            raise ModelError(
+                f"{builder} got unknown argument(s) {', '.join(short(k) for k in unknown)}; "
+                f"it accepts: {', '.join(accepted[0]) or '(none)'}"
+            )
 
 
 def data_kwargs(builder: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:

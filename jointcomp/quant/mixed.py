@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from ..allocate import Ladder, allocate
-from ..training import evaluate_loss
 from .size import coded_bytes
 from .spec import QuantSpec
 from .targets import Target
 
 Quantizer = Callable[[Target, QuantSpec, torch.Tensor], nn.Module]
+Loss = Callable[[nn.Module], float]  # the model's validation loss (the budget's sensitivity)
 
 
 @dataclass
@@ -39,8 +39,7 @@ def measure_options(
     spec: QuantSpec,
     bit_options: list[int],
     quantizer: Quantizer,
-    batches: list[Any],
-    device: torch.device,
+    loss: Loss,
 ) -> list[Option]:
     """Size and loss of ``target`` at every bit width (the rest of the model left float)."""
     param = target.module(model)._parameters[target.tensor]
@@ -50,7 +49,7 @@ def measure_options(
         for bits in bit_options:
             p = quantizer(target, spec.with_bits(bits), keep)
             param.copy_(p(keep).to(param.device, param.dtype))
-            out.append(Option(bits, coded_bytes(p), evaluate_loss(model, batches, device)))
+            out.append(Option(bits, coded_bytes(p), loss(model)))
             param.copy_(keep)
     finally:
         param.copy_(keep)
@@ -96,8 +95,7 @@ def choose_bits(
     bit_options: list[int],
     budget_bytes: int,
     quantizer: Quantizer,
-    batches: list[Any],
-    device: torch.device,
+    loss: Loss,
     fixed: list[tuple[Target, QuantSpec]] = (),
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Bits per target name so the quantized tensors' coded size meets ``budget_bytes``;
@@ -107,10 +105,9 @@ def choose_bits(
     for target, spec in fixed:
         value = target.value(model).detach()
         fixed_bytes += coded_bytes(quantizer(target, spec, value))
-    base = evaluate_loss(model, batches, device)
+    base = loss(model)
     measured = {
-        t.name: measure_options(model, t, spec, bit_options, quantizer, batches, device)
-        for t, spec in targets
+        t.name: measure_options(model, t, spec, bit_options, quantizer, loss) for t, spec in targets
     }
     try:
         chosen, total = allocate_bits(measured, budget_bytes - fixed_bytes)

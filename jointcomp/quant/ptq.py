@@ -102,11 +102,23 @@ def ptq_tensor(
     q = quantize_uniform(x, spec.bits, scale, zero, spec.symmetric, spec.narrow_range, axis)
     if mask is not None:
         q = q * mask
-    shape = broadcast_shape(x, axis)
+    return int_quantized(q, scale, zero, spec, axis, broadcast_shape(x, axis))
+
+
+def int_quantized(
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    spec: QuantSpec,
+    axis: int | None,
+    shape: list[int],
+) -> IntQuantized:
+    """Integer ``codes`` on the grid ``calibrate`` gave (``scale``, ``zero`` 0-D or 1-D along
+    ``axis``; ``shape``: ``broadcast_shape``) as an IntQuantized parametrization."""
     # a symmetric grid's zero point is 0 everywhere: one scalar, as brevitas stores it
     zero_point = torch.zeros(()) if spec.symmetric else zero.to(torch.float32).reshape(shape)
     return IntQuantized.from_ints(
-        q,
+        codes,
         scale.reshape(shape),
         zero_point,
         bits=spec.bits,

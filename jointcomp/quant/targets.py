@@ -2,10 +2,12 @@
 
 Kinds: ``factors`` (tensors inside factorized layers: the convs/linears SVD, Tucker and CP are
 made of, TT cores), ``sparse_values`` (the residual of a low-rank + sparse layer), ``weights``
-(plain conv/linear weights), ``biases`` and ``norms`` (affine parameters of normalization
-layers). A target is quantized either through its owning module (``module_level``: a
-Conv/Linear whose weight brevitas can quantize as a QuantConv/QuantLinear) or as a bare
-parameter (TT cores, sparse residuals, biases, norms).
+(plain conv/linear weights), ``embeddings`` (the tables of ``nn.Embedding`` / ``nn.EmbeddingBag``:
+one row per token, so a per-channel scale is a scale per token), ``biases`` and ``norms``
+(affine parameters of normalization layers). A target is quantized either through its owning
+module (``module_level``: a Conv/Linear whose weight brevitas can quantize as a
+QuantConv/QuantLinear) or as a bare parameter (TT cores, sparse residuals, embeddings, biases,
+norms).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torch.nn.utils import parametrize
 
 from ..nn.execution import FactorizedModule
 
-KINDS = ("factors", "sparse_values", "weights", "biases", "norms")
+KINDS = ("factors", "sparse_values", "weights", "embeddings", "biases", "norms")
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+EMBEDDING_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -98,6 +101,9 @@ def find_targets(
                     targets.append(Target(path, name, kind, root or path, True, fixed, 0))
                 else:
                     targets.append(Target(path, name, "biases", root or path, False, False, 0))
+            elif isinstance(module, EMBEDDING_LAYERS) and name == "weight":
+                # a bare parameter (no brevitas twin); axis 0: one scale per token's row
+                targets.append(Target(path, name, "embeddings", path, False, fixed, 0))
             elif isinstance(module, NORM_LAYERS):
                 targets.append(Target(path, name, "norms", path, False, False, 0))
             elif root is not None:

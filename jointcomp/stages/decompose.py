@@ -27,7 +27,7 @@ from ..nn.layer_trace import trace_layers
 from ..nn.modules import classifier_names, set_module
 from ..nn.ranks import parse_rank
 from ..nn.sparsity import mark_fixed_zeros
-from ..training import FinetuneSpec, evaluate_loss
+from ..training import FinetuneSpec
 
 FormatName = Literal["svd", "svd_spatial", "tucker2", "cp", "tt"]
 RankSpec = int | float | str | list[int] | None
@@ -243,7 +243,7 @@ def _allocate(
     use_macs = budget.macs is not None
     fraction = budget.macs if use_macs else budget.params
     batches = context.validation(budget.batches, budget.batch_size)
-    base = evaluate_loss(model, batches, context.device)
+    base = context.loss(model, batches)
     ladders, options = [], {}
     for name, (module, fmt, spec, geom) in plans.items():
         dense_cost = _cost(fmt, None, spec, geom, use_macs)
@@ -265,7 +265,7 @@ def _allocate(
                 module, fmt, ranks[i], spec.sparse or 0.0, name=name, sparse_rounds=1
             )
             set_module(model, name, new)
-            measured[i] = evaluate_loss(model, batches, context.device)
+            measured[i] = context.loss(model, batches)
             set_module(model, name, module)
         measured[len(ranks)] = base
         ladders.append(Ladder(name, costs, interpolate_losses(costs, measured, base)))

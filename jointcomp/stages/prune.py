@@ -14,17 +14,19 @@ import copy
 import warnings
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..batches import inputs_of, labels_of
+from ..batches import inputs_of, labels_of, run_model, to_device
 from ..config import Scope, StageConfig, Strict, first_match
 from ..context import Context, Step
 from ..errors import DataError, ModelError
 from ..nn.modules import classifier_names
 from ..nn.sparsity import mark_fixed_zeros
+from ..tasks import ClassifyTask
 from ..training import FinetuneSpec
 
 Importance = Literal["l1", "l2", "taylor", "bn_scale", "fpgm"]
@@ -182,17 +184,28 @@ def _pruner(
 
 
 def _score(model: nn.Module, config: PruneConfig, context: Context) -> None:
-    """Taylor importance needs gradients of the loss on a few labeled batches."""
+    """Taylor importance needs gradients of the task's loss on a few batches (labeled for
+    classification; against the original model's outputs for distillation)."""
     if config.importance != "taylor":
         return
+    task, reference = context.task, context.reference
+    if task.needs_reference and reference is None:
+        raise DataError("prune: importance taylor under task distill needs the original model")
     model.zero_grad()
     model.train()
     for batch in context.calibration(config.calibration_batches):
-        y = labels_of(batch)
-        if y is None:
+        x, y = to_device(inputs_of(batch), context.device), labels_of(batch)
+        if y is None and task.needs_labels:
             raise DataError("prune: importance taylor needs labeled batches (inputs, labels)")
-        logits = model(inputs_of(batch).to(context.device))
-        F.cross_entropy(logits, y.to(context.device)).backward()
+        y = None if y is None else y.to(context.device)
+        ref = None
+        if task.needs_reference:
+            with torch.no_grad():
+                ref = task.select(run_model(reference.eval(), x))
+        if isinstance(task, ClassifyTask):
+            F.cross_entropy(task.select(run_model(model, x)), y).backward()
+        else:
+            task.loss(task.select(run_model(model, x)), y, ref).backward()
     model.eval()
 
 

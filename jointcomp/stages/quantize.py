@@ -1,11 +1,13 @@
-"""Stage ``quantize``: every factor, sparse residual and weight becomes integers × scale (or
-indices into a k-means codebook), held as ``IntQuantized`` / ``Codebook`` parametrizations whose
-integers ``encode`` entropy-codes as they are.
+"""Stage ``quantize``: every factor, sparse residual, weight and embedding table becomes
+integers × scale (or indices into a k-means codebook), held as ``IntQuantized`` / ``Codebook``
+parametrizations whose integers ``encode`` entropy-codes as they are.
 
 One method, each with only its own options: ``qat`` (brevitas quantizers with straight-through
 gradients, fine-tuned, then brevitas' integers exported; optionally rate-aware), ``ptq`` (round
-to nearest on calibrated grids; ``refit`` re-fits CP and TT layers on the grid instead) or
-``kmeans`` (Deep Compression's shared codebooks, centroids fine-tuned). Bits per kind of tensor
+to nearest on calibrated grids; ``refit`` re-fits CP and TT layers on the grid instead; ``gptq``
+spreads each Conv/Linear weight column's rounding error over the columns left, through the
+inverse Hessian of the layer's calibration inputs: ``jointcomp.quant.gptq``) or ``kmeans``
+(Deep Compression's shared codebooks, centroids fine-tuned). Bits per kind of tensor
 and per layer pattern; optionally chosen per tensor under a coded-size budget (``bits.budget``,
 allocated like decompose's ranks: ``jointcomp.allocate``). Biases and norms are rounded once
 training is over. ``fold`` first folds batch norms into the layers before them (as the ``fold``
@@ -15,7 +17,8 @@ Record: ``layers`` (one row per quantized tensor: layer, tensor, kind, method, b
 granularity, params, values stored, estimated coded bytes, coded bits per stored value),
 ``float`` (tensors left float, with the reason) and ``summary`` (the metric before, right after
 the quantizers went in, and after; folded batch norms; the budget's allocation; with ``rate``,
-the estimated coded bytes before and after training).
+the estimated coded bytes before and after training; with ``gptq``, each layer's relative
+output error on the calibration inputs under GPTQ and under round-to-nearest).
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ from ..quant import (
     ptq_tensor,
     refit_layer,
 )
+from ..quant.gptq import GPTQSettings, gptq_layers
 from ..quant.mixed import choose_bits
 from ..quant.refit import REFITTABLE
 from ..quant.scale_grid import snap_scales
 from ..tensor.log_grid import STEPS
 from ..training import FinetuneSpec, recalibrate_batchnorm
 
-MAIN_KINDS = ("factors", "sparse_values", "weights")  # quantized by the method; others rounded
+MAIN_KINDS = ("factors", "sparse_values", "weights", "embeddings")  # by the method; others rounded
 AUTO_MIN_PER_CHANNEL = 64  # granularity auto: per-channel scales for channels this long
 CODEBOOK_ITERS = 100  # k-means sweeps of the codebooks qat trains beside its grids
 Bits = int | None
@@ -94,13 +98,40 @@ class QATConfig(Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
 
 
+class GPTQConfig(Strict):
+    """GPTQ (Frantar et al., 2023): each Conv/Linear weight quantized column by column on its
+    calibrated grid, every column's rounding error spread over the columns not yet quantized
+    through the inverse Hessian of the layer's inputs on calibration batches."""
+
+    batches: int = Field(8, ge=1, description="calibration batches the inputs' Hessians use")
+    damp: float = Field(
+        0.01, gt=0, le=1, description="ridge added to the Hessian, a fraction of its mean diagonal"
+    )
+    block: int = Field(128, ge=1, description="columns per lazy block update (speed only)")
+    act_order: bool = Field(
+        False, description="quantize the columns with the largest input energy first"
+    )
+    sequential: bool = Field(
+        True,
+        description="quantize the layers in the order the model runs them, each measured on "
+        "the model whose earlier layers are already quantized (one pass over the batches per "
+        "group of layers fed the same input); false: every layer measured once on the float "
+        "model, one pass",
+    )
+
+
 class PTQConfig(Strict):
-    """Post-training quantization: round to nearest on calibrated grids."""
+    """Post-training quantization: round to nearest on calibrated grids, or GPTQ."""
 
     refit: bool = Field(
         False,
         description="re-fit CP and TT layers on the grid (quantized CP-ALS / error-compensated "
         "TT-SVD) instead of rounding",
+    )
+    gptq: GPTQConfig | None = Field(
+        None,
+        description="compensate rounding error with GPTQ on the Conv/Linear weights (grouped "
+        "convs, embeddings, TT cores and sparse residuals are rounded to nearest)",
     )
 
 
@@ -145,6 +176,13 @@ class KindBits(Strict):
         8, ge=1, le=16, description="low-rank + sparse residuals (their zeros stay exactly 0)"
     )
     weights: Bits = Field(8, ge=1, le=16, description="plain conv/linear weights")
+    embeddings: Bits = Field(
+        8,
+        ge=1,
+        le=16,
+        description="embedding tables (nn.Embedding, nn.EmbeddingBag), quantized by the method "
+        "like weights; granularity channel: a scale per row, i.e. per token",
+    )
     biases: Bits = Field(
         None, ge=2, le=16, description="biases, rounded per tensor after training (null: float)"
     )
@@ -156,14 +194,17 @@ class KindBits(Strict):
         "training (null: float)",
     )
     budget: BitBudget | None = Field(
-        None, description="choose the factors', residuals' and weights' bits to meet a size"
+        None,
+        description="choose the factors', residuals', weights' and embeddings' bits to meet a size",
     )
 
 
 class LayerQuant(Strict):
     """Overrides for the tensors a name pattern matches (unset keys inherit)."""
 
-    bits: Bits = Field(None, ge=1, le=16, description="bits of the layer's weights / factors")
+    bits: Bits = Field(
+        None, ge=1, le=16, description="bits of the layer's weights / factors / embedding table"
+    )
     sparse_bits: Bits = Field(None, ge=1, le=16, description="bits of its sparse residual")
     granularity: Granularity | None = None
     symmetric: bool | None = None
@@ -197,9 +238,9 @@ class QuantizeConfig(StageConfig):
     bits: KindBits = Field(default_factory=KindBits, description="bits per kind of tensor")
     granularity: Granularity = Field(
         "channel",
-        description="one scale per output channel or per tensor; auto: per channel where "
-        f"channels hold at least {AUTO_MIN_PER_CHANNEL} values (sparse residuals, biases and "
-        "norms always per tensor)",
+        description="one scale per output channel (per row of an embedding table: per token) "
+        f"or per tensor; auto: per channel where channels hold at least {AUTO_MIN_PER_CHANNEL} "
+        "values (sparse residuals, biases and norms always per tensor)",
     )
     symmetric: bool = Field(
         True,
@@ -286,7 +327,7 @@ def spec_for(config: QuantizeConfig, target: Target) -> tuple[QuantSpec | None, 
         scale_grid = o.scale_grid
     if bits is None:
         return None, pinned
-    if target.kind not in ("factors", "weights"):
+    if target.kind not in ("factors", "weights", "embeddings"):
         granularity = "tensor"
     elif granularity == "auto":
         # a float32 scale per channel pays off only over enough values per channel
@@ -419,6 +460,8 @@ def quantize(model: nn.Module, config: QuantizeConfig, context: Context) -> Step
     else:
         if config.ptq is not None and config.ptq.refit:
             methods.update(_refit(model, context, plan, summary))
+        if config.ptq is not None and config.ptq.gptq is not None:
+            methods.update(_gptq(model, config, context, plan, summary))
         _attach_all(model, plan, one_shot_quantizer(config, context.seed))
         if config.kmeans is not None:
             summary["metric_quantized"] = context.score(model)
@@ -465,8 +508,7 @@ def _apply_budget(
             budget.options,
             budget.bytes,
             one_shot_quantizer(config, context.seed),
-            batches,
-            context.device,
+            lambda m: context.loss(m, batches),
             fixed,
         )
     except ValueError as exc:
@@ -508,6 +550,35 @@ def _refit(model: nn.Module, context: Context, plan: Plan, summary: dict) -> dic
             methods[prefix + rel] = "qcp" if "cores" not in rel else "qtt"
     summary["refit_skipped"] = notes
     return methods
+
+
+def _gptq(
+    model: nn.Module, config: QuantizeConfig, context: Context, plan: Plan, summary: dict
+) -> dict[str, str]:
+    """GPTQ for the planned Conv/Linear weights, after the other planned tensors are rounded
+    (so sequential GPTQ measures each layer's inputs on the model as it will be)."""
+    gptq = config.ptq.gptq  # type: ignore[union-attr]
+    batches = context.calibration(gptq.batches)
+    done = set(quantized_tensors(model))
+    todo = [(t, s) for t, s in plan if t.name not in done]
+    layers = {t.name for t, _ in todo if t.module_level and t.tensor == "weight"}
+    _attach_all(
+        model,
+        [(t, s) for t, s in todo if t.name not in layers],
+        one_shot_quantizer(config, context.seed),
+    )
+    settings = GPTQSettings(gptq.damp, gptq.block, gptq.act_order, gptq.sequential)
+    rows, left = gptq_layers(
+        model,
+        [(t, s) for t, s in todo if t.name in layers],
+        batches,
+        context.device,
+        config.calibration,
+        settings,
+    )
+    summary["gptq"] = {"layers": rows, "rounded": left}
+    context.log(f"gptq: {len(rows)} layer(s), {len(left)} rounded to nearest instead")
+    return {r["name"]: "gptq" for r in rows}
 
 
 def _qat(

@@ -16,8 +16,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..batches import Batch, inputs_of, labels_of
+from ..batches import Batch, batch_size_of, inputs_of, labels_of, run_model, to_device
 from ..errors import DataError
+from ..tasks import ClassifyTask, Task
 from .augment import Augmenter
 from .specs import TrainSpec
 
@@ -124,11 +125,14 @@ def distillation_loss(
 def _augmenter(data: Dataset | Iterable[Batch], spec: TrainSpec, seed: int) -> Augmenter | None:
     if spec.augment is None or not (spec.augment.shift or spec.augment.flip):
         return None
-    sample = inputs_of(data[0]) if isinstance(data, Dataset) else inputs_of(next(iter(data)))[0]
-    if sample.dim() != 3:
+    sample = inputs_of(data[0]) if isinstance(data, Dataset) else inputs_of(next(iter(data)))
+    if isinstance(sample, torch.Tensor) and not isinstance(data, Dataset):
+        sample = sample[0]
+    if not isinstance(sample, torch.Tensor) or sample.dim() != 3:
+        shape = tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__
         raise DataError(
             f"augment shifts and flips images shaped (C, H, W); this data's samples are "
-            f"{tuple(sample.shape)}: remove augment from the train or finetune settings"
+            f"{shape}: remove augment from the train or finetune settings"
         )
     return Augmenter(spec.augment, seed * 7919 + 1)
 
@@ -146,16 +150,20 @@ def fit(
     extra_loss: ExtraLoss | None = None,
     progress: object | None = None,
     description: str = "train",
+    task: Task | None = None,
 ) -> FitResult:
-    """Train ``model`` in place for ``spec.epochs`` on labeled ``data``: a Dataset (shuffled
-    each epoch in a seeded order, ``batch_size`` at a time) or a re-iterable of batches such as
-    a DataLoader (taken as it comes).
+    """Train ``model`` in place for ``spec.epochs`` on ``data``: a Dataset (shuffled each epoch
+    in a seeded order, ``batch_size`` at a time) or a re-iterable of batches such as a
+    DataLoader (taken as it comes), with ``task``'s loss (default: classification).
 
-    ``masks`` maps parameter names to boolean tensors: entries that are False stay exactly zero
-    (pruned weights keep their zeros through fine-tuning). ``teacher`` enables distillation with
-    ``spec.distill`` (the teacher sees the same augmented batch). ``progress`` is a
+    Classification trains on labels, distilling from ``teacher`` on the logits when
+    ``spec.distill`` says so; a task that compares with the original model (``distill``) trains
+    on ``teacher``'s outputs alone and needs no labels. ``masks`` maps parameter names to
+    boolean tensors: entries that are False stay exactly zero (pruned weights keep their zeros
+    through fine-tuning). The teacher sees the same augmented batch. ``progress`` is a
     ``rich.progress.Progress`` (or None for silence).
     """
+    task = task or ClassifyTask()
     start = time.perf_counter()
     device = torch.device(device)
     if spec.epochs == 0:
@@ -166,7 +174,10 @@ def fit(
     trainable = [p for p in named.values() if p.requires_grad]
     mask_pairs = [(named[n], m.to(device)) for n, m in (masks or {}).items() if n in named]
     _apply_masks(mask_pairs)
-    if teacher is not None and spec.distill is not None:
+    if task.needs_reference and teacher is None:
+        raise DataError(f"{description}: task {task.name} compares with the original model: "
+                        "pass its teacher")  # fmt: skip
+    if teacher is not None and (spec.distill is not None or task.needs_reference):
         teacher.to(device).eval()
     else:
         teacher = None
@@ -182,9 +193,9 @@ def fit(
     total = (per_epoch or 0) * spec.epochs
     optimizer = make_optimizer(trainable, spec)
     schedule = make_schedule(optimizer, spec, total, per_epoch or 1)
-    task = None
+    bar = None
     if progress is not None and rank == 0:
-        task = progress.add_task(description, total=total or None)  # type: ignore[attr-defined]
+        bar = progress.add_task(description, total=total or None)  # type: ignore[attr-defined]
 
     steps = 0
     epoch_loss = float("nan")
@@ -197,25 +208,31 @@ def fit(
         for b, batch in enumerate(batches):
             if spec.max_batches and b >= spec.max_batches:
                 break
-            x, y = inputs_of(batch).to(device), labels_of(batch)
-            if y is None:
+            x, y = to_device(inputs_of(batch), device), labels_of(batch)
+            if y is None and task.needs_labels:
                 raise DataError(
-                    "fine-tuning trains on labeled batches (inputs, labels); these have none"
+                    "fine-tuning trains on labeled batches (inputs, labels); these have none: "
+                    "use task distill for unlabeled data"
                 )
-            y = y.to(device)
+            y = None if y is None else y.to(device)
             if augment is not None:
                 x = augment(x)
             # a parametrized tensor used by many layers (a T-Basis basis under QAT) is
             # quantized once per step, not once per use
             with parametrize.cached():
-                logits = runner(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
+                out = task.select(run_model(runner, x))
+                reference = None
                 if teacher is not None:
                     with torch.no_grad():
-                        t_logits = teacher(x)
-                    alpha = spec.distill.alpha  # type: ignore[union-attr]
-                    kd = distillation_loss(logits, t_logits, spec.distill.temperature)  # type: ignore[union-attr]
-                    loss = (1 - alpha) * loss + alpha * kd
+                        reference = task.select(run_model(teacher, x))
+                if not isinstance(task, ClassifyTask):
+                    loss = task.loss(out, y, reference)
+                else:
+                    loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
+                    if reference is not None:
+                        alpha = spec.distill.alpha  # type: ignore[union-attr]
+                        kd = distillation_loss(out, reference, spec.distill.temperature)  # type: ignore[union-attr]
+                        loss = (1 - alpha) * loss + alpha * kd
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
@@ -223,14 +240,15 @@ def fit(
             optimizer.step()
             schedule.step()
             _apply_masks(mask_pairs)
-            running += float(loss.detach()) * len(y)
-            count += len(y)
+            n = batch_size_of(x)
+            running += float(loss.detach()) * n
+            count += n
             steps += 1
-            if task is not None:
-                progress.update(task, advance=1, description=f"{description} e{epoch + 1}")  # type: ignore[attr-defined]
+            if bar is not None:
+                progress.update(bar, advance=1, description=f"{description} e{epoch + 1}")  # type: ignore[attr-defined]
         epoch_loss = running / max(1, count)
-    if task is not None:
-        progress.remove_task(task)  # type: ignore[attr-defined]
+    if bar is not None:
+        progress.remove_task(bar)  # type: ignore[attr-defined]
     if size > 1:
         # DDP keeps parameters in step but each rank's BatchNorm statistics saw its own batches:
         # make every rank hold rank 0's model so all of them write and check the same file

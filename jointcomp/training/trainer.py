@@ -22,8 +22,9 @@ from torch.utils.data import Dataset
 from ..batches import Batch
 from ..errors import DataError
 from ..nn.sparsity import fixed_zero_masks
+from ..tasks import ClassifyTask, Task
 from .fit import ExtraLoss, FitResult, fit
-from .specs import FinetuneSpec, TrainSpec
+from .specs import DistillSpec, FinetuneSpec, TrainSpec
 
 
 class Finetune(Protocol):
@@ -50,11 +51,12 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Fine-tunes models on ``data`` (a Dataset of labeled samples, a DataLoader or a list of
-    ``(inputs, labels)`` batches) with ``spec`` (a TrainSpec or its dict) merged with each
-    stage's ``finetune`` override, distilling from ``teacher`` (the uncompressed model) when the
-    merged settings have ``distill``. Fixed zero patterns (``jointcomp.nn.sparsity``) stay
-    zero."""
+    """Fine-tunes models on ``data`` (a Dataset, a DataLoader or a list of batches) with
+    ``spec`` (a TrainSpec or its dict) merged with each stage's ``finetune`` override, with
+    ``task``'s loss: classification trains on labels, distilling from ``teacher`` (the
+    uncompressed model) when the merged settings have ``distill``; a distillation task trains
+    on ``teacher``'s outputs alone, without labels. Fixed zero patterns
+    (``jointcomp.nn.sparsity``) stay zero."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class Trainer:
         batch_size: int = 64,
         device: torch.device | str = "cpu",
         progress: Any = None,
+        task: Task | None = None,
     ) -> None:
         if not isinstance(data, (Dataset, Iterable)):
             raise DataError(
@@ -77,6 +80,7 @@ class Trainer:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.progress = progress
+        self.task = task or ClassifyTask()
         self.input_teacher: nn.Module | None = None
 
     def settings(self, override: FinetuneSpec | Mapping[str, Any] | None = None) -> TrainSpec:
@@ -105,7 +109,9 @@ class Trainer:
     ) -> FitResult:
         spec = self.settings(override)
         teacher = None
-        if spec.distill is not None:
+        if spec.distill is not None or self.task.needs_reference:
+            if spec.distill is None:
+                spec = spec.model_copy(update={"distill": DistillSpec()})  # the task's reference
             if spec.distill.teacher == "input":
                 teacher = self.input_teacher
                 if teacher is None:
@@ -132,6 +138,7 @@ class Trainer:
             extra_loss=extra_loss,
             progress=self.progress,
             description=description,
+            task=self.task,
         )
 
 
