@@ -12,7 +12,12 @@ recipe uses — or nothing for the defaults) and, as keywords:
   from a frozen copy of the model as it came in when the settings have ``distill``; None: no
   fine-tuning;
 - ``device``, ``seed``, ``log`` (a callable taking one line of text), ``evaluate`` (a metric
-  ``model -> float`` the record reports before and after).
+  ``model -> float`` the record reports before and after);
+- ``task``: what the model's output means — ``"classify"`` (the default: labels,
+  cross-entropy), ``"distill"`` (label-free: the compressed model's outputs against a frozen
+  copy of the model as it came in, cosine by default; budgets, sensitivities and fine-tuning
+  all use it), a :class:`jointcomp.tasks.TaskSpec` (or its dict: ``{"kind": "distill",
+  "distance": "mse", "output": "last_hidden_state"}``) or a :class:`jointcomp.tasks.Task`.
 
 Each returns a :class:`jointcomp.Step` ``(model, record)``; the model is changed in place where
 the technique allows it.
@@ -58,7 +63,10 @@ from .stages import (
 )
 from .stages.encode import encode
 from .stages.encode import save as _save
+from .tasks import Task, TaskSpec, make_task
 from .training import Trainer, TrainSpec, asks_distillation, frozen_copy
+
+TaskLike = Task | TaskSpec | str | Mapping[str, Any] | None
 
 Log = Callable[[str], None]
 
@@ -86,10 +94,11 @@ def _trainer(
     teacher: nn.Module | None,
     device: torch.device,
     config: StageConfig | None = None,
+    task: Task | None = None,
 ) -> Any:
-    """``finetune`` as a fine-tune callable: settings become a Trainer on ``data``, distilling
-    from ``teacher`` (default: a frozen copy of ``model`` as it is now) when they or the stage's
-    ``config`` say so."""
+    """``finetune`` as a fine-tune callable: settings become a Trainer on ``data`` with
+    ``task``'s loss, distilling from ``teacher`` (default: a frozen copy of ``model`` as it is
+    now) when they or the stage's ``config`` say so, or when the task compares with it."""
     if finetune is None or callable(finetune):
         return finetune
     if isinstance(finetune, TrainSpec):
@@ -101,10 +110,13 @@ def _trainer(
             lines = format_validation_error(exc, TrainSpec, prefix="finetune")
             raise RecipeError("invalid finetune settings\n  " + "\n  ".join(lines)) from None
     if data is None:
-        raise JointcompError("finetune settings train on data=: pass labeled batches")
+        raise JointcompError(
+            "finetune settings train on data=: pass batches (labeled, or inputs alone with "
+            "task='distill')"
+        )
     if teacher is None and asks_distillation(spec, config):
         teacher = frozen_copy(model)
-    return Trainer(data, spec, teacher=teacher, device=device)
+    return Trainer(data, spec, teacher=teacher, device=device, task=task)
 
 
 def _context(
@@ -117,17 +129,26 @@ def _context(
     seed: int,
     log: Log | None,
     evaluate: Callable[[nn.Module], float] | None,
+    task: TaskLike = None,
     teacher: nn.Module | None = None,
     config: StageConfig | None = None,
+    trust: bool = False,
 ) -> Context:
     device = torch.device(device)
+    task = make_task(task, trust=trust)
+    reference = None
+    if task.needs_reference:  # the model as it came in is the original the task compares with
+        reference = teacher if teacher is not None else frozen_copy(model)
+        teacher = reference
     context = Context(
         data=None if data is None else as_batches(data),
-        finetune=_trainer(finetune, data, model, teacher, device, config),
+        finetune=_trainer(finetune, data, model, teacher, device, config, task),
         device=device,
         seed=seed,
         evaluate=evaluate,
         name=name,
+        task=task,
+        reference=reference,
     )
     if log is not None:
         context.log = lambda message: log(f"{name}: {message}")
@@ -149,6 +170,7 @@ def prune(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Prune channels (torch-pruning) or single weights (magnitude), as ``config`` says.
 
@@ -161,7 +183,7 @@ def prune(
     """
     return _apply(
         PruneConfig, model, config, data=data, finetune=finetune, device=device, seed=seed,
-        log=log, evaluate=evaluate,
+        log=log, evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
@@ -175,6 +197,7 @@ def decompose(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Factorize Linear/Conv2d layers (SVD, Tucker-2, CP, TT, optionally + a sparse residual)
     at given ranks or under a params/MACs budget.
@@ -189,7 +212,7 @@ def decompose(
     """
     return _apply(
         DecomposeConfig, model, config, data=data, finetune=finetune, device=device, seed=seed,
-        log=log, evaluate=evaluate,
+        log=log, evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
@@ -203,6 +226,7 @@ def share(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Share weights across layers: every selected layer becomes a tensor ring of cores drawn
     from one basis (T-Basis).
@@ -217,7 +241,7 @@ def share(
     """
     return _apply(
         ShareConfig, model, config, data=data, finetune=finetune, device=device, seed=seed,
-        log=log, evaluate=evaluate,
+        log=log, evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
@@ -230,6 +254,7 @@ def fold(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Fold batch norms into the layers before them (plain, factorized and T-Basis layers).
 
@@ -244,7 +269,7 @@ def fold(
     """
     return _apply(
         FoldConfig, model, config, data=data, finetune=None, device=device, seed=seed, log=log,
-        evaluate=evaluate,
+        evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
@@ -258,6 +283,7 @@ def quantize(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Quantize weights and factors to integers: ``{"qat": {...}}`` (quantization-aware
     training, the default), ``{"ptq": {...}}`` (round to nearest) or ``{"kmeans": {...}}``
@@ -272,7 +298,7 @@ def quantize(
     """
     return _apply(
         QuantizeConfig, model, config, data=data, finetune=finetune, device=device, seed=seed,
-        log=log, evaluate=evaluate,
+        log=log, evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
@@ -286,6 +312,7 @@ def regularize(
     seed: int = 0,
     log: Log | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    task: TaskLike = None,
 ) -> Step:
     """Fine-tune with a penalty on the layers' singular values, so a later decomposition cuts
     more of them cheaply (needs ``finetune``).
@@ -301,22 +328,22 @@ def regularize(
     """
     return _apply(
         RegularizeConfig, model, config, data=data, finetune=finetune, device=device, seed=seed,
-        log=log, evaluate=evaluate,
+        log=log, evaluate=evaluate, task=task,
     )  # fmt: skip
 
 
-def _stage_list(stages: Any) -> tuple[list[StageConfig], TrainSpec | None]:
+def _stage_list(stages: Any) -> tuple[list[StageConfig], TrainSpec | None, TaskSpec | None]:
     """Stage configs from a list (configs or ``{name: params}``), a Recipe or a recipe file;
-    a recipe also gives its train settings."""
+    a recipe also gives its train settings and its task."""
     from .recipe import Recipe, load_recipe
 
     if isinstance(stages, (str, Path)):
         stages = load_recipe(stages)
     if isinstance(stages, Recipe):
-        return list(stages.stages), stages.train
+        return list(stages.stages), stages.train, stages.task
     if not isinstance(stages, Sequence):
         raise TypeError("stages: a list of stage configs or {name: params}, a Recipe or a path")
-    return [stage_config(s) for s in stages], None
+    return [stage_config(s) for s in stages], None, None
 
 
 def compress(
@@ -332,13 +359,18 @@ def compress(
     path: str | Path | None = None,
     builder: str | Callable[..., nn.Module] | None = None,
     kwargs: dict[str, Any] | None = None,
+    task: TaskLike = None,
+    trust: bool = False,
 ) -> Step:
     """Run ``stages`` in order on ``model`` (each seeded from ``seed`` and its position, as a
     recipe run does). ``stages``: a list of configs or ``{name: params}`` entries, a Recipe, or
-    a recipe file (its stages, and its train settings unless ``finetune`` is given). Fine-tuning
-    distils from a frozen copy of ``model`` as given. With ``path`` (and ``builder``), the
-    result is written there (the list's ``encode`` settings, or the defaults) and the module
-    decoded from the file is returned. The record holds each stage's record.
+    a recipe file (its stages, its train settings unless ``finetune`` is given, and its task
+    unless ``task`` is given). Fine-tuning distils from a frozen copy of ``model`` as given;
+    under ``task="distill"`` that copy is the original every stage's loss, budget and
+    sensitivity compares with, and no labels are read. A task ``"package.module:callable"``
+    is imported and run only with ``trust=True``. With ``path`` (and ``builder``), the result
+    is written there (the list's ``encode`` settings, or the defaults) and the module decoded
+    from the file is returned. The record holds each stage's record.
 
     >>> import torch, jointcomp
     >>> from torch import nn
@@ -348,17 +380,37 @@ def compress(
     ...     model, [{"prune": {"ratio": 0.25}}, {"quantize": {"ptq": {}}}], data=batches)
     >>> [s["name"] for s in record["stages"]]
     ['prune', 'quantize']
+
+    Label-free (``task="distill"``): batches of inputs alone; the model as given is the
+    target, here fine-tuned back towards after a rank-2 factorization.
+
+    >>> import copy
+    >>> from jointcomp.tasks import DistillTask
+    >>> from jointcomp.training import measure_task
+    >>> _ = torch.manual_seed(0)
+    >>> encoder = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8))
+    >>> inputs = [torch.randn(32, 16) for _ in range(4)]
+    >>> steps = [{"decompose": {"rank": 2, "scope": {"include": ["0"]}}}]
+    >>> def fidelity(m):
+    ...     return measure_task(m, inputs, DistillTask(), reference=encoder)["mean cosine"]
+    >>> cut, _ = jointcomp.compress(copy.deepcopy(encoder), steps, data=inputs, task="distill")
+    >>> tuned, _ = jointcomp.compress(copy.deepcopy(encoder), steps, data=inputs,
+    ...                               task="distill", finetune={"epochs": 20, "lr": 0.01})
+    >>> fidelity(cut) < fidelity(tuned)
+    True
     """
-    configs, recipe_train = _stage_list(stages)
+    configs, recipe_train, recipe_task = _stage_list(stages)
     if finetune is None and recipe_train is not None and data is not None:
         finetune = recipe_train
+    task = make_task(recipe_task if task is None else task, trust=trust)
     encodes = [i for i, c in enumerate(configs) if STAGES[c.stage].terminal]
     if encodes and (encodes[0] != len(configs) - 1 or path is None):
         raise JointcompError(
             "compress: encode must be the last stage and needs path= (and builder=) to write to"
         )
     distils = not (finetune is None or callable(finetune)) and asks_distillation(finetune, *configs)
-    teacher = frozen_copy(model) if distils else None  # the model as given teaches every stage
+    # the model as given teaches every stage, and is the original a distill task compares with
+    teacher = frozen_copy(model) if distils or task.needs_reference else None
     records = []
     for index, config in enumerate(configs):
         context_seed = stage_seed(seed, index)
@@ -368,7 +420,7 @@ def compress(
             break
         context = _context(
             config.stage, model, data=data, finetune=finetune, device=device, seed=context_seed,
-            log=log, evaluate=evaluate, teacher=teacher, config=config,
+            log=log, evaluate=evaluate, task=task, teacher=teacher, config=config,
         )  # fmt: skip
         model, record = apply_stage(model, config, context)
         records.append(

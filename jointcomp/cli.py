@@ -138,9 +138,10 @@ def run(
     quiet: bool,
 ) -> None:
     """Run RECIPE: train or load the baseline, run the stages, write the file and the reports."""
-    from .audit.report import HEADERS, summary_rows
+    from .audit.report import metric_name, summary_headers, summary_rows
     from .pipeline import run as run_pipeline
     from .recipe import load_recipe
+    from .tasks import format_metric
 
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
@@ -157,17 +158,19 @@ def run(
     if not result.report:
         return
     table = Table(title=plain(f"jointcomp: {parsed.name}"), title_justify="left")
-    for h in HEADERS:
+    for h in summary_headers(result.report):
         table.add_column(h, justify="left" if h == "step" else "right")
     for row in summary_rows(result.report):
         _row(table, row)
     out.print(table)
-    fin = result.report["final"]
+    fin, name = result.report["final"], metric_name(result.report)
+    drop = fin["metric_drop"]  # top-1 falls in points; other metrics by their own amount
+    fell = f"{100 * drop:+.2f} points" if name == "top-1" else f"{drop:+.4f}"
     out.print(
         plain(
             f"file    {result.model_path}  ({fin['bytes']:,} bytes, "
-            f"{fin['compression_ratio']:.1f}× vs fp32, test top-1 {fin['accuracy']:.2%}, "
-            f"drop {100 * fin['accuracy_drop']:+.2f} points)"
+            f"{fin['compression_ratio']:.1f}× vs fp32, test {name} "
+            f"{format_metric(name, fin['metric'])}, drop {fell})"
         )
     )
     out.print(plain(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}"))
@@ -450,19 +453,18 @@ def decode(file: str, target: str, force: bool, trust: bool) -> None:
 def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str | None) -> None:
     """Re-measure FILE (size, MACs, latency, accuracy) on the recipe's test split."""
     from .audit import audit_file, write_reports
-    from .audit.report import HEADERS, summary_rows
-    from .baseline import baseline_key, cache_dir, get_baseline, recipe_data
+    from .audit.report import summary_headers, summary_rows
+    from .baseline import baseline_at_hand, get_baseline, recipe_data
     from .recipe import load_recipe
 
     recipe = load_recipe(_resolve_recipe(recipe_path), overrides)
     data, kwargs = recipe_data(recipe)
     baseline = None
-    cached = (cache_dir() / f"{baseline_key(recipe, kwargs)}.safetensors").is_file()
-    if recipe.model.weights != "train" or cached:
+    if baseline_at_hand(recipe, kwargs):
         baseline, _ = get_baseline(recipe, data, kwargs, device="cpu", log=lambda *_: None)
     report = audit_file(Path(file), recipe, data, baseline)
     table = Table(title=plain(f"audit: {file}"), title_justify="left")
-    for h in HEADERS:
+    for h in summary_headers(report):
         table.add_column(h, justify="left" if h == "step" else "right")
     rows = summary_rows(report)
     if baseline is None:
@@ -477,7 +479,9 @@ def audit(file: str, recipe_path: str, overrides: tuple[str, ...], out_dir: str 
 
 def load_anchor(spec: str) -> dict[str, Any]:
     """``LABEL=FILE``: FILE is a run's report.json (its final row), a sweep.json (its points) or
-    a JSON list of [bytes, accuracy] pairs."""
+    a JSON list of [bytes, metric] pairs (the metric: top-1 accuracy, or the task's)."""
+    from .audit.report import metric_of
+
     label, sep, path = spec.partition("=")
     shown = short(spec)
     if not sep or not Path(path).is_file():
@@ -488,9 +492,9 @@ def load_anchor(spec: str) -> dict[str, Any]:
         raise click.UsageError(f"--anchor {shown}: not JSON ({short(str(exc))})") from None
     try:
         if isinstance(data, dict) and "final" in data:
-            points = [[data["final"]["bytes"], data["final"]["accuracy"]]]
+            points = [[data["final"]["bytes"], metric_of(data["final"])]]
         elif isinstance(data, dict) and "points" in data:
-            points = [[p["bytes"], p["accuracy"]] for p in data["points"]]
+            points = [[p["bytes"], metric_of(p)] for p in data["points"]]
         elif isinstance(data, list) and all(isinstance(p, list) and len(p) == 2 for p in data):
             points = data
         else:

@@ -30,12 +30,13 @@ from .container.manifest import manifest_from_json
 from .context import Context
 from .errors import JointcompError, OutputExistsError, RecipeError
 from .models import is_allowed_builder
-from .models.resolve import check_builder
+from .models.resolve import check_builder, file_builder
 from .nn.modules import count_params
 from .nn.sparsity import fixed_zero_names, mark_fixed_zeros
 from .recipe import Recipe, recipe_to_data
 from .stages import STAGES, EncodeConfig, apply_stage, stage_seed
 from .stages.encode import encode
+from .tasks import Task, format_metric, make_task
 from .training import Trainer, evaluate, frozen_copy, is_main_process
 from .version import __version__
 
@@ -88,6 +89,8 @@ def _stage_fingerprint(config: StageConfig) -> str:
 def _run_fingerprint(recipe: Recipe) -> str:
     data = recipe_to_data(recipe)
     keep = {k: data[k] for k in ("model", "data", "train", "seed")}
+    if recipe.task.kind != "classify":  # another task trains and judges otherwise
+        keep["task"] = data["task"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -247,6 +250,7 @@ def run(
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     t0 = time.perf_counter()
+    task = make_task(recipe.task)  # a recipe runs the callables it names, as its builder's
     data, kwargs = recipe_data(recipe)
     _check_inputs(recipe, kwargs)
     if dist.is_available() and dist.is_initialized():
@@ -268,10 +272,12 @@ def run(
             device=device,
             progress=progress,
             log=lambda message: console.print(Text(printable(str(message)))),
+            task=task,
         )
         model, records = _run_stages(
-            recipe, stages, state, baseline, data, kwargs, device, out_dir, progress, console
-        )
+            recipe, stages, state, baseline, data, kwargs, device, out_dir, progress, console,
+            task,
+        )  # fmt: skip
     model_path = out_dir / stages[-1].filename
     report = None
     if main:
@@ -286,6 +292,7 @@ def run(
             out_dir,
             version=__version__,
             elapsed=time.perf_counter() - t0,
+            task=task,
         )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -309,12 +316,15 @@ def _stage_context(
     device: torch.device,
     progress: Any,
     console: Console,
+    task: Task,
 ) -> Context:
     """What stage ``index`` gets: calibration batches from the training data, validation
     batches from the validation split (carved from the training data: the test split is the
-    audit's alone), a trainer with the recipe's settings distilling from the baseline, top-1
-    on the validation split as its metric."""
+    audit's alone), the task and the baseline (frozen) it compares with, a trainer with the
+    recipe's settings distilling from the baseline, the task's metric on the validation split
+    as its metric."""
     batch_size, eval_batch = recipe.data.batch_size, recipe.data.eval_batch_size
+    reference = teacher if task.needs_reference else None
     return Context(
         data=Batches(data.train, data.val, batch_size=batch_size),
         finetune=Trainer(
@@ -324,12 +334,17 @@ def _stage_context(
             batch_size=batch_size,
             device=device,
             progress=progress,
+            task=task,
         ),
         device=device,
         seed=stage_seed(recipe.seed, index),
         log=lambda message: _say(console, f"  {name}:", message),
-        evaluate=lambda m: evaluate(m, data.val, batch_size=eval_batch, device=device),
+        evaluate=lambda m: evaluate(
+            m, data.val, batch_size=eval_batch, device=device, task=task, reference=reference
+        ),
         name=name,
+        task=task,
+        reference=reference,
     )
 
 
@@ -366,10 +381,12 @@ def _open_checkpoint(out_dir: Path, record: dict[str, Any], recipe: Recipe, kwar
     if hashlib.sha256(data).hexdigest() != digest:
         raise _refuse(f"checkpoint {short(name)} changed since the run wrote it (SHA-256)")
     manifest = manifest_from_json(unpack(data).header.get("model"))
-    if manifest.builder != recipe.model.builder:
+    # a model folder (hf:DIR) is stored as what rebuilds it without the folder
+    builder, kwargs = file_builder(recipe.model.builder, kwargs)
+    if manifest.builder != builder:
         raise _refuse(
             f"checkpoint {short(name)} names builder {short(manifest.builder)}, "
-            f"the recipe builds {short(recipe.model.builder)}"
+            f"the recipe builds {short(builder)}"
         )
     expected = json.loads(json.dumps(kwargs, default=str))
     if manifest.kwargs != expected:
@@ -402,6 +419,7 @@ def _run_stages(
     out_dir: Path,
     progress: Any,
     console: Console,
+    task: Task,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Run (or skip, when resuming) each stage; checkpoint after each."""
     done: list[dict[str, Any]] = state.get("stages", [])
@@ -420,7 +438,9 @@ def _run_stages(
     for index in range(len(done), len(stages)):
         config = stages[index]
         name = config.stage
-        context = _stage_context(recipe, index, name, data, teacher, device, progress, console)
+        context = _stage_context(
+            recipe, index, name, data, teacher, device, progress, console, task
+        )
         torch.manual_seed(context.seed)
         console.print(Text(f"stage {index}: {name}", style="bold"))
         start = time.perf_counter()
@@ -439,14 +459,17 @@ def _run_stages(
             model, stage_record = apply_stage(model, config, context)
         model = model.to(device).eval()
         seconds = time.perf_counter() - start
-        accuracy = context.score(model)
-        context.log(f"val top-1 {accuracy:.2%} ({seconds:.1f} s)")
+        metric = context.score(model)
+        context.log(f"val {task.metric} {format_metric(task.metric, metric)} ({seconds:.1f} s)")
         record = {
             "index": index,
             "name": name,
             "fingerprint": _stage_fingerprint(config),
             "seconds": round(seconds, 3),
-            "val_accuracy": accuracy,
+            # the task's metric on the validation split (top-1 keeps its old key)
+            **({"val_accuracy": metric} if task.metric == "top-1" else {}),
+            "val_metric": metric,
+            "metric_name": task.metric,
             "params": count_params(model),
             "record": stage_record,
         }

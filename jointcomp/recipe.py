@@ -20,6 +20,7 @@ from .config import StageConfig, Strict, format_validation_error, short
 from .data.bundle import TEST_SELECTION
 from .errors import RecipeError
 from .stages import STAGES
+from .tasks import TaskSpec
 from .training import TrainSpec
 
 # --- YAML, bounded ----------------------------------------------------------------------
@@ -113,6 +114,7 @@ MAX_SEED = 1 << 19  # every stage's seed (seed * 7919 + 101 * (i + 1)) stays a 3
 MAX_BATCH = 1 << 20
 MAX_THREADS = 1024
 MAX_EPOCHS = 100_000
+MAX_TOKENS = 1 << 16  # tokens per text example
 MAX_INT = 1 << 53  # any other integer (budgets in bytes or MACs, ...): exact as a float
 
 
@@ -132,7 +134,11 @@ def _is_plain_name(name: str) -> bool:
 class ModelSpec(Strict):
     """Which network to compress and where its trained weights come from."""
 
-    builder: str = Field(description="zoo:NAME | torchvision:NAME | pkg.module:callable")
+    builder: str = Field(
+        description="zoo:NAME | torchvision:NAME | timm:NAME | hf:DIR (a local transformers "
+        "folder, with its weights) | sentence-transformers:DIR (one module giving the sentence "
+        "embedding) | transformers:ARCH (kwargs: config) | pkg.module:callable"
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
     weights: str = Field(
         "train", description="'train' (train and cache a baseline) or a .safetensors path"
@@ -145,7 +151,10 @@ class ModelSpec(Strict):
     @classmethod
     def _builder_form(cls, v: str) -> str:
         if ":" not in v or v.startswith(":") or v.endswith(":"):
-            raise ValueError("expected zoo:NAME, torchvision:NAME or pkg.module:callable")
+            raise ValueError(
+                "expected zoo:NAME, torchvision:NAME, timm:NAME, hf:DIR, "
+                "sentence-transformers:DIR or pkg.module:callable"
+            )
         return v
 
     @field_validator("weights")
@@ -162,7 +171,8 @@ class DataSpec(Strict):
     figures, and nothing else, are measured on it)."""
 
     dataset: str = Field(
-        description="digits | fashion-mnist | mnist | cifar10 | pkg.module:callable"
+        description="digits | fashion-mnist | mnist | cifar10 | text | wordnet | image-folder | "
+        "pkg.module:callable"
     )
     root: str | None = Field(None, description="directory holding the dataset files")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
@@ -182,6 +192,38 @@ class DataSpec(Strict):
     limit: int | None = Field(
         None, ge=1, le=MAX_INT, description="use only the first N training samples"
     )
+    tokenizer: str | None = Field(
+        None,
+        description="text, wordnet: the local model folder whose tokenizer reads the text; "
+        "default: the model's own folder (hf:DIR, sentence-transformers:DIR)",
+    )
+    max_length: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="text, wordnet: tokens per example (default 128)"
+    )
+    image_size: int | list[int] | None = Field(
+        None, description="image-folder: the size images are fitted to, N or [height, width]"
+    )
+    mean: float | list[float] | None = Field(
+        None, description="image-folder: per-channel mean of x / 255; default: computed"
+    )
+    std: float | list[float] | None = Field(
+        None, description="image-folder: per-channel std of x / 255; default: computed"
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int | list[int] | None) -> int | list[int] | None:
+        sizes = [v] if isinstance(v, int) else (v or [])
+        if v is not None and (len(sizes) not in (1, 2) or any(not 1 <= n <= 4096 for n in sizes)):
+            raise ValueError("an image size is N or [height, width], each between 1 and 4096")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: float | list[float] | None) -> float | list[float] | None:
+        if v is not None and any(x <= 0 for x in ([v] if isinstance(v, float) else v)):
+            raise ValueError("a standard deviation must be positive")
+        return v
 
     @field_validator("val_split", mode="before")
     @classmethod
@@ -237,6 +279,11 @@ class Recipe(Strict):
     )
     model: ModelSpec
     data: DataSpec
+    task: TaskSpec = Field(
+        default_factory=TaskSpec,
+        description="what the model's output means: classify, distill or your callable "
+        "(see TaskSpec); `task: distill` is short for `task: {kind: distill}`",
+    )
     train: TrainSpec = Field(default_factory=TrainSpec)
     stages: list[Any] = Field(
         default_factory=list,
@@ -257,6 +304,11 @@ class Recipe(Strict):
                 "it names the folder runs/NAME"
             )
         return v
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_short(cls, v: object) -> object:
+        return {"kind": v} if isinstance(v, str) else v
 
     @field_validator("output")
     @classmethod
@@ -341,6 +393,32 @@ def _number_errors(data: Any, path: str = "") -> list[str]:
     return sorted(errors)
 
 
+# builders whose model comes with its weights (a local model folder): no baseline to train
+WEIGHTED_BUILDERS = ("hf:", "sentence-transformers:")
+UNLABELED_DATASETS = ("text", "wordnet")
+
+
+def _task_errors(recipe: Recipe) -> list[str]:
+    """What the task asks of the model and the data: distillation compresses the model as
+    given (its weights, never a baseline trained here); classification needs labels."""
+    errors = []
+    kind = recipe.task.kind
+    weighted = recipe.model.builder.startswith(WEIGHTED_BUILDERS)
+    if kind == "distill" and recipe.model.weights == "train" and not weighted:
+        errors.append(
+            "model.weights: task: distill compresses the model as given, so it needs its "
+            "weights: a .safetensors file (or an hf:DIR / sentence-transformers:DIR model "
+            "folder), not 'train'"
+        )
+    dataset = recipe.data.dataset.strip().lower()
+    if kind == "classify" and dataset in UNLABELED_DATASETS:
+        errors.append(
+            f"task: classify needs labels and data.dataset {dataset} is unlabeled text; use "
+            "`task: distill` (the compressed model's outputs against the original's)"
+        )
+    return errors
+
+
 def _file_name_errors(configs: list[StageConfig]) -> list[str]:
     """A stage's ``filename`` names a file inside the run folder: one plain name."""
     errors = []
@@ -373,6 +451,7 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
     if recipe is not None and not errors:
         recipe.stages = specs
         errors.extend(_number_errors(recipe_to_data(recipe)))
+        errors.extend(_task_errors(recipe))
     if errors or recipe is None:
         raise RecipeError(f"{source}: invalid recipe\n  " + "\n  ".join(errors))
     return recipe

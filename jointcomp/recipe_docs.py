@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 from .config import Scope
 from .recipe import AuditSpec, DataSpec, ModelSpec, Recipe
 from .stages import STAGES
+from .tasks import TaskSpec
 from .training import AugmentSpec, DistillSpec, FinetuneSpec, TrainSpec
 
 SHARED = (FinetuneSpec, DistillSpec, AugmentSpec, Scope)  # documented once, at the top
@@ -96,6 +97,7 @@ def render() -> str:
         ("Recipe", Recipe),
         ("ModelSpec", ModelSpec),
         ("DataSpec", DataSpec),
+        ("TaskSpec", TaskSpec),
         ("TrainSpec", TrainSpec),
         ("DistillSpec", DistillSpec),
         ("AugmentSpec", AugmentSpec),

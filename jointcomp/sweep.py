@@ -1,5 +1,7 @@
-"""``jointcomp sweep``: run a recipe over a grid of overrides (resumable) and collect accuracy vs
-bytes into one table and plot with the Pareto front."""
+"""``jointcomp sweep``: run a recipe over a grid of overrides (resumable) and collect the task's
+metric (top-1, or e.g. mean cosine for distillation) vs bytes into one table and plot with the
+Pareto front. Points keep ``accuracy`` for classification; every point has ``metric`` and
+``metric_name``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from .container import write_atomic
 from .errors import RecipeError
 from .recipe import load_recipe
+from .tasks import format_metric
 
 SWEEP_FILE = "sweep.json"
 
@@ -140,23 +143,10 @@ def run_sweep(
                 show_progress=show_progress,
                 console=console,
             ).report
-        fin = report["final"]
-        rows.append(
-            {
-                "overrides": overrides,
-                "run": str(run_dir),
-                "bytes": fin["bytes"],
-                "compression_ratio": fin["compression_ratio"],
-                "accuracy": fin["accuracy"],
-                "params": fin["params"],
-                "latency_ms": fin.get("latency_ms"),
-                "baseline_bytes": report["baseline"]["bytes"],
-                "baseline_accuracy": report["baseline"]["accuracy"],
-            }
-        )
+        rows.append(_point(overrides, run_dir, report))
     from .audit.plots import pareto_front
 
-    front = set(pareto_front([(r["bytes"], r["accuracy"]) for r in rows]))
+    front = set(pareto_front([(r["bytes"], r["metric"]) for r in rows]))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     summary = {
@@ -174,15 +164,49 @@ def run_sweep(
     return summary
 
 
+def _point(overrides: dict[str, Any], run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point from its run's report (``accuracy`` kept for classification)."""
+    from .audit.report import metric_name, metric_of
+
+    fin, base = report["final"], report["baseline"]
+    point = {
+        "overrides": overrides,
+        "run": str(run_dir),
+        "bytes": fin["bytes"],
+        "compression_ratio": fin["compression_ratio"],
+        "metric_name": metric_name(report),
+        "metric": metric_of(fin),
+        "params": fin["params"],
+        "latency_ms": fin.get("latency_ms"),
+        "baseline_bytes": base["bytes"],
+        "baseline_metric": metric_of(base),
+    }
+    if "accuracy" in fin:
+        point["accuracy"] = fin["accuracy"]
+        point["baseline_accuracy"] = base.get("accuracy")
+    return point
+
+
+def _metric_name(summary: dict[str, Any]) -> str:
+    points = summary["points"]
+    return points[0].get("metric_name", "top-1") if points else "top-1"
+
+
+def _value(point: dict[str, Any], key: str = "metric") -> float | None:
+    """A point's metric (its ``accuracy`` in sweeps written before points named one)."""
+    return point.get(key, point.get("accuracy" if key == "metric" else "baseline_accuracy"))
+
+
 def sweep_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     keys = list(summary["axes"])
-    headers = [*keys, "bytes", "× vs fp32", "top-1", "Pareto"]
+    name = _metric_name(summary)
+    headers = [*keys, "bytes", "× vs fp32", name, "Pareto"]
     rows = [
         [
             *(str(r["overrides"][k]) for k in keys),
             f"{r['bytes']:,}",
             f"{r['compression_ratio']:.1f}×",
-            f"{100 * r['accuracy']:.2f}%",
+            format_metric(name, _value(r)),
             "★" if r["pareto"] else "",
         ]
         for r in summary["points"]
@@ -207,7 +231,7 @@ def render_sweep_html(summary: dict[str, Any]) -> str:
         {
             "label": "jointcomp",
             "front": True,
-            "points": [(r["bytes"], r["accuracy"]) for r in summary["points"]],
+            "points": [(r["bytes"], _value(r)) for r in summary["points"]],
         }
     ]
     if summary["points"]:
@@ -216,7 +240,7 @@ def render_sweep_html(summary: dict[str, Any]) -> str:
             {
                 "label": "fp32 baseline",
                 "marker": "D",
-                "points": [(first["baseline_bytes"], first["baseline_accuracy"])],
+                "points": [(first["baseline_bytes"], _value(first, "baseline_metric"))],
             }
         )
     for anchor in summary.get("anchors", []):
@@ -227,7 +251,9 @@ def render_sweep_html(summary: dict[str, Any]) -> str:
                 "points": [tuple(p) for p in anchor["points"]],
             }
         )
-    plot = accuracy_vs_size(series, "Sweep: accuracy vs file size")
+    name = _metric_name(summary)
+    title = "Sweep: accuracy vs file size" if name == "top-1" else f"Sweep: {name} vs file size"
+    plot = accuracy_vs_size(series, title, metric=name)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
@@ -237,7 +263,7 @@ def render_sweep_html(summary: dict[str, Any]) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}</style></head><body>
 <h1>jointcomp sweep: {html.escape(summary["recipe"])}</h1>
-<img id="sweep-plot" alt="accuracy vs size" src="data:image/png;base64,{plot}">
+<img id="sweep-plot" alt="{html.escape(name)} vs size" src="data:image/png;base64,{plot}">
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>
 """

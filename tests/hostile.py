@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-LIMIT_SECONDS = 2.0
+LIMIT_SECONDS = 2.0  # CPU seconds of the reader's process per case
+HANG_SECONDS = 20  # wall clock: a case still running then is a hang, however loaded the machine
 LIMIT_MB = 256.0
 
 
@@ -155,7 +156,7 @@ class Case:
     name: str
     item: str  # the issue's item and its words
     make: Make
-    expect: str = "error"  # or "same": loads the base file's model, bit for bit
+    expect: str = "error"  # "same": the base file's model, bit for bit; "loaded": opens cleanly
     base: str = "quickstart"  # the file "same" compares with
     mode: str = "load"  # or "inspect": read_header + decode_tensors, as `jointcomp inspect`
 
@@ -188,6 +189,15 @@ def _raw_entry(name: str, shape: list[int]) -> dict[str, Any]:
 
 def _kwargs(builder: str, **kwargs: Any) -> Make:
     return _bare({"model": {"builder": builder, "kwargs": kwargs}, "tensors": []})
+
+
+def _implied_first(builder: str, **kwargs: Any) -> dict[str, Any]:
+    """A header whose one table entry names nothing (the first tensor of the built module,
+    zero bits): reading its table, even for `inspect`, builds the module."""
+    return {
+        "model": {"builder": builder, "kwargs": kwargs},
+        "tensors": [{"c": "raw", "p": {"min": 0, "bits": 0}}],
+    }
 
 
 def _add_edits(*edits: list[Any], base: str = "quickstart") -> Make:
@@ -279,8 +289,8 @@ def _chain(h: dict[str, Any]) -> None:
     }
 
 
-def _many_new_modules(h: dict[str, Any]) -> None:
-    h["model"]["edits"] += [[f"extra{i}", "Identity", {}] for i in range(16000)]
+def _many_new_modules(h: dict[str, Any], count: int = 16000) -> None:
+    h["model"]["edits"] += [[f"extra{i}", "Identity", {}] for i in range(count)]
 
 
 def _deep_path(h: dict[str, Any]) -> None:
@@ -373,6 +383,17 @@ CASES: list[Case] = [
     Case("kwargs-vit-depth", "3: ViT depth", _kwargs("zoo:vit", depth=100_000)),
     Case("kwargs-vit-dim", "3: ViT width", _kwargs("zoo:vit", dim=2**16, heads=1)),
     Case("kwargs-vit-image", "3: ViT position embedding", _kwargs("zoo:vit", image_size=2**16)),
+    Case(
+        "kwargs-vit-tiny-deep",
+        "3: ViT depth of tiny blocks: 10^4 modules within the byte budget",
+        _kwargs("zoo:vit", depth=1000, dim=4, heads=1),
+    ),
+    Case(
+        "kwargs-vit-most-steps",
+        "3: the deepest tiny ViT a small file may build (time bound, not refused)",
+        _kwargs("zoo:vit", depth=85, dim=4, heads=1),
+        expect="loaded",
+    ),
     Case("kwargs-smallcnn", "3: conv widths", _kwargs("zoo:small_cnn", widths=[2**14] * 3)),
     Case("kwargs-resnet-width", "3: ResNet width", _kwargs("zoo:resnet20", width=2**12)),
     Case(
@@ -423,6 +444,42 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "edit-new-huge-linear",
+        "3: a new module: a 2^20 x 2^20 Linear",
+        _add_edits(["extra", "Linear", {"in_features": 2**20, "out_features": 2**20}]),
+    ),
+    Case(
+        "edit-new-huge-embedding",
+        "3: a new module: a 2^30 x 1024 Embedding",
+        _add_edits(["extra", "Embedding", {"num_embeddings": 2**30, "embedding_dim": 1024}]),
+    ),
+    Case(
+        "edit-new-huge-tbasis",
+        "3: a new T-Basis layer with a 2^30-row table",
+        _add_edits(
+            [
+                "extra",
+                "TBasisLinear",
+                {
+                    "in_features": 16,
+                    "out_features": 10,
+                    "in_modes": [4, 4],
+                    "out_modes": [4, 4],
+                    "basis_size": 4,
+                    "rank": 2,
+                    "mode": 16,
+                    "rows": 0,
+                    "table_rows": 2**30,
+                },
+            ]
+        ),
+    ),
+    Case(
+        "edit-new-bn-eps",
+        "8: a new batch norm of negative eps",
+        _add_edits(["extra", "BatchNorm2d", {"num_features": 8, "eps": -1.0}]),
+    ),
+    Case(
         "edit-huge-quantizer",
         "3: a quantizer buffer of 2^30 integers",
         _quantizer("quickstart", "fc", "weight", shape=[2**30]),
@@ -446,6 +503,12 @@ CASES: list[Case] = [
         "edits-many-new-modules",
         "3: 16,000 new modules, each edited once",
         _edit("quickstart", _many_new_modules),
+    ),
+    Case(
+        "edits-1900-new-modules",
+        "3: 1,900 new modules, within the edit and step bounds (time bound)",
+        _edit("quickstart", lambda h: _many_new_modules(h, 1900)),
+        expect="same",
     ),
     Case(
         "json-objects",
@@ -478,6 +541,36 @@ CASES: list[Case] = [
         mode="inspect",
     ),
     Case("huffman-block-n", "3: a Huffman block size equal to n", _huffman_block_n, base="built"),
+    # --- 2: allow-listed torchvision builders that would download (the runner blocks the
+    # network: an attempt is outcome "network") ---------------------------------------------
+    Case(
+        "tv-weights-backbone",
+        "2: a detection builder asking for its backbone's weights",
+        _kwargs("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", weights_backbone="DEFAULT"),
+    ),
+    Case(
+        "tv-weights",
+        "2: a classifier asking for its weights",
+        _kwargs("torchvision:mobilenet_v3_small", weights="IMAGENET1K_V1"),
+    ),
+    Case(
+        "tv-pretrained",
+        "2: the old pretrained=True spelling",
+        _kwargs("torchvision:resnet18", pretrained=True),
+    ),
+    Case(
+        "tv-backbone-default",
+        "2: a segmentation builder whose default downloads a backbone (loads, offline)",
+        _bare(_implied_first("torchvision:lraspp_mobilenet_v3_large", num_classes=2)),
+        expect="loaded",
+    ),
+    Case(
+        "tv-backbone-default-inspect",
+        "2: the same file through `jointcomp inspect --structure` (names from the build)",
+        _bare(_implied_first("torchvision:lraspp_mobilenet_v3_large", num_classes=2)),
+        expect="loaded",
+        mode="inspect",
+    ),
     # --- 4: exceptions other than FormatError --------------------------------------------------
     Case(
         "int-5000-digits",
@@ -494,10 +587,23 @@ CASES: list[Case] = [
         "4: shape [0, 2^70] (TypeError from reshape)",
         _bare({"model": LENET, "tensors": [_raw_entry("fc1.weight", [0, 2**70])]}),
     ),
+    # no element, yet a dimension no module has (torch's reshape overflows on it): refused
+    # like any shape with a dimension past MAX_ELEMENTS, whether loaded or inspected
     Case(
         "shape-0x2^62",
-        "4: shape [0, 2^62]",
+        "4: shape [0, 2^62] (zero elements)",
         _bare({"model": LENET, "tensors": [_raw_entry("fc1.weight", [0, 2**62])]}),
+        mode="inspect",
+    ),
+    Case(
+        "shape-0x2^62-load",
+        "4: shape [0, 2^62] loaded",
+        _bare({"model": LENET, "tensors": [_raw_entry("fc1.weight", [0, 2**62])]}),
+    ),
+    Case(
+        "shape-2^32x0-inspect",
+        "4: shape [2^32, 0]",
+        _bare({"model": LENET, "tensors": [_raw_entry("x", [2**32, 0])]}),
         mode="inspect",
     ),
     Case(
@@ -509,6 +615,11 @@ CASES: list[Case] = [
         "float-overflow",
         "4: 1e999 in the header",
         _text('{"model": {"builder": "zoo:lenet300", "kwargs": {"x": 1e999}}, "tensors": []}'),
+    ),
+    Case(
+        "packed-dtype-object",
+        "4 (fuzz): a packed-scalar entry's dtype given as an object (TypeError: unhashable)",
+        _edit("quickstart", lambda h: h["tensors"][-1].update(d={})),
     ),
     Case("json-deep", "4: arrays nested 100,000 deep (RecursionError)", _text(_nested(100_000))),
     Case("json-depth-40", "4: nesting past the cap, within the JSON parser's", _text(_nested(40))),
@@ -622,6 +733,47 @@ CASES: list[Case] = [
         base="built",
     ),
     Case(
+        "quantizer-scale-rank",
+        "8 (fuzz #8321): a per-channel scale of one dimension fewer, broadcasting along the "
+        "input channels",
+        _quantizer("quickstart", "block3.0.core", "weight", scale_shape=[12, 1, 1]),
+    ),
+    Case(
+        "entry-dtype-dict",
+        "4 (fuzz): a table entry's dtype given as an object (TypeError: unhashable)",
+        _entry("built", "fc1.parametrizations.weight.0.int_repr", d={"a": 1}),
+        base="built",
+    ),
+    Case(
+        "entry-storage-list",
+        "4 (fuzz): a table entry's storage dtype given as a list",
+        _entry("built", "fc1.parametrizations.weight.0.int_repr", st=["i8"]),
+        base="built",
+        mode="inspect",
+    ),
+    Case(
+        "entry-name-list-raw",
+        "4 (fuzz): a raw entry's implied name turned into a list of names",
+        _edit("quickstart", lambda h: h["tensors"][0].update(n=[1])),
+    ),
+    Case(
+        "quantizer-type-object",
+        "4 (fuzz): a quantizer's type name given as an object (TypeError: unhashable)",
+        _edit(
+            "quickstart",
+            lambda h: h["model"]["edits"][13][2]["weight"][0].reverse(),  # [config, type]
+        ),
+    ),
+    # the range of a quantizer whose integers are coded raw without parameters says which
+    # code the packed zero stands for (container/grid_params.py): flipping narrow_range is a
+    # valid file of another model (every code one lower), which no reader can tell apart
+    Case(
+        "narrow-range-raw-implied",
+        "8: narrow_range flipped where the range implies the raw parameters",
+        _quantizer("quickstart", "fc", "weight", narrow_range=False),
+        expect="loaded",
+    ),
+    Case(
         "quantizer-bool",
         "8: a quantizer's flag as a string",
         _quantizer("quickstart", "fc", "weight", narrow_range="no"),
@@ -630,6 +782,12 @@ CASES: list[Case] = [
         "codebook-size",
         "8: a codebook shrunk below its indices",
         _quantizer("built", "fc2", "weight", size=4),
+        base="built",
+    ),
+    Case(
+        "codebook-zero-index",
+        "8 (fuzz): a codebook's zero_index set on a centroid that is not 0",
+        _quantizer("built", "fc2", "weight", zero_index=1),
         base="built",
     ),
     Case(
@@ -715,9 +873,11 @@ def open_like(image: bytes, mode: str) -> Any:
     return open_artifact(image).model
 
 
-def run(cases: list[Case], files: dict[str, bytes], hang_seconds: int = 60) -> list[dict]:
-    """Open every case's file once, measuring wall time and peak RSS growth (the high-water
-    mark reset before each case); a case still running after ``hang_seconds`` is a hang."""
+def run(cases: list[Case], files: dict[str, bytes], hang_seconds: int = HANG_SECONDS) -> list[dict]:
+    """Open every case's file once, measuring the CPU time the process spent on it (every
+    thread's: what the reader costs, whatever else the machine runs), its wall time and its
+    peak RSS growth (the high-water mark reset before each case); a case still running after
+    ``hang_seconds`` of wall time is a hang."""
     from jointcomp.container import open_artifact
     from jointcomp.container.artifact import UNEXPECTED
     from jointcomp.errors import FormatError
@@ -734,13 +894,13 @@ def run(cases: list[Case], files: dict[str, bytes], hang_seconds: int = 60) -> l
         gc.collect()
         exact = _reset_peak()
         before = _status()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         outcome, message = "?", ""
         signal.alarm(hang_seconds)
         try:
             result = open_like(image, case.mode)
             outcome = "loaded"
-            if case.mode == "load":
+            if case.mode == "load" and case.expect != "loaded":
                 outcome = "same" if _same(result, originals[case.base]) else "different"
             del result
         except FormatError as exc:
@@ -755,6 +915,10 @@ def run(cases: list[Case], files: dict[str, bytes], hang_seconds: int = 60) -> l
         finally:
             signal.alarm(0)
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
+        if NETWORK_ATTEMPTS:
+            outcome, message = "network", f"tried to reach {NETWORK_ATTEMPTS[:3]}"
+            NETWORK_ATTEMPTS.clear()
         peak = _status()["VmHWM"] if exact else max(_status()["VmHWM"], before["VmRSS"])
         results.append(
             {
@@ -766,11 +930,44 @@ def run(cases: list[Case], files: dict[str, bytes], hang_seconds: int = 60) -> l
                 "outcome": outcome,
                 "message": message[:400],
                 "seconds": round(seconds, 3),
+                "cpu_seconds": round(cpu_seconds, 3),
                 "mb": round((peak - before["VmRSS"]) / 1024, 1),
                 "exact_memory": exact,
             }
         )
     return results
+
+
+NETWORK_ATTEMPTS: list[str] = []
+
+
+def block_network() -> None:
+    """Make every way out of this process fail, and record the attempt: a reader that tries to
+    download (a torchvision backbone's weights) shows as outcome "network" whatever it then
+    does with the error."""
+    import socket
+    import urllib.request
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            NETWORK_ATTEMPTS.append(f"{what}{args[1:2] if what == 'connect' else args[:1]}")
+            raise OSError(f"network blocked by tests/hostile.py ({what})")
+
+        return call
+
+    socket.socket.connect = refuse("connect")  # type: ignore[method-assign]
+    socket.socket.connect_ex = refuse("connect")  # type: ignore[method-assign]
+    socket.create_connection = refuse("create_connection")
+    socket.getaddrinfo = refuse("getaddrinfo")
+    urllib.request.urlopen = refuse("urlopen")
+    try:
+        import torch.hub
+
+        torch.hub.urlopen = refuse("urlopen")  # bound at torch.hub's import
+        torch.hub.download_url_to_file = refuse("download_url_to_file")
+        torch.hub.load_state_dict_from_url = refuse("load_state_dict_from_url")
+    except ImportError:
+        pass
 
 
 def _limit_memory(extra_gb: float) -> None:
@@ -794,6 +991,7 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision.models  # noqa: F401  (imported once, not timed in a case)
 
     files = bases()
+    block_network()
     chosen = [c for c in CASES if not args.cases or c.name in args.cases]
     run(chosen[:1], files)  # warm: first calls load lazy modules
     _limit_memory(3.0)
@@ -802,7 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
         else:
             print(
-                f"{row['name']:28} {row['outcome']:10} {row['seconds']:6.2f} s "
+                f"{row['name']:28} {row['outcome']:10} {row['cpu_seconds']:6.2f} s CPU "
+                f"{row['seconds']:6.2f} s "
                 f"{row['mb']:7.1f} MB  {row['message'][:90]}",
                 flush=True,
             )

@@ -92,7 +92,10 @@ LAYER_ALLOWED = (
         # one method, each with only its own options
         ({"qat": {}, "ptq": {}}, "give one method, qat, ptq or kmeans, not qat and ptq"),
         ({"ptq": {}, "kmeans": {}, "qat": {}}, "not qat and ptq and kmeans"),
-        ({"ptq": {"refit": True, "rate": 1}}, r"quantize\.ptq\.rate: unknown key; .*: refit, gptq$"),
+        (
+            {"ptq": {"refit": True, "rate": 1}},
+            r"quantize\.ptq\.rate: unknown key; .*: refit, gptq$",
+        ),
         ({"kmeans": {"scaling": "mse"}}, r"kmeans\.scaling: unknown key; .*: iters, finetune"),
         ({"qat": {"scaling": "minmax"}}, r"qat\.scaling: .*'stats', 'learned' or 'mse'"),
         ({"qat": {"rate": -1}}, r"qat\.rate: .*greater than or equal to 0"),

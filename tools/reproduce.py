@@ -190,6 +190,38 @@ def _tbasis_commands(quick: bool) -> tuple[Command, ...]:
     )
 
 
+# all-MiniLM-L6-v2 from the PyPI package (no hub): both recipes, then the benchmark against
+# NNCodec's qp sweep on the same held-out glosses.
+MINILM = "models/all-MiniLM-L6-v2"
+MINILM_QPS = ("-38", "-34", "-30", "-26", "-22")
+
+
+def _minilm_commands(quick: bool) -> tuple[Command, ...]:
+    runs = "runs/quick" if quick else "runs"
+    extract = (PY, "-c", "import all_minilm_l6_v2 as m; m.extract_model('models')")
+    cmds: list[Command] = [extract]
+    quick_sets = (
+        "data.limit=256",
+        "train.max_batches=2",
+        "stages.2.quantize.qat.finetune.max_batches=2",
+    )
+    for name in ("minilm-ptq", "minilm-distill"):
+        cmd: Command = ("jointcomp", "run", f"recipes/{name}.yaml", "--force")
+        if quick:
+            sets = quick_sets if name == "minilm-distill" else ("data.limit=256",)
+            for o in (*sets, f"output={runs}/{name}"):
+                cmd += ("--set", o)
+        cmds.append(cmd)
+    bench = _tool("bench_minilm.py", "--folder", MINILM)
+    for name in ("minilm-ptq", "minilm-distill"):
+        bench += ("--jcz", f"{runs}/{name}/model.jcz")
+    bench += ("--qp", *(("-26",) if quick else MINILM_QPS))
+    if quick:
+        bench += ("--limit", "200")
+    cmds.append(bench)
+    return tuple(cmds)
+
+
 TABLES: tuple[Table, ...] = (
     Table(
         "recipes",
@@ -240,6 +272,12 @@ TABLES: tuple[Table, ...] = (
         _anchor_commands(quick=False),
         _anchor_commands(quick=True),
         all_tables,
+    ),
+    Table(
+        "minilm",
+        ("bench_minilm.py",),
+        _minilm_commands(quick=False),
+        _minilm_commands(quick=True),
     ),
     Table(  # reads what the anchors table's bench_nncodec runs wrote: no measuring of its own
         "anchor-coders",

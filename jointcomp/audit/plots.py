@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ..tasks.base import PERCENT_METRICS
+
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
@@ -67,9 +69,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs file size") -> str:
-    """Scatter of top-1 against bytes (log x). ``series``: dicts with ``label``, ``points``
-    (list of (bytes, accuracy)), optional ``front`` (draw the Pareto front) and ``marker``."""
+def accuracy_vs_size(
+    series: list[dict[str, Any]], title: str = "Accuracy vs file size", metric: str = "top-1"
+) -> str:
+    """Scatter of a metric (higher is better; top-1 by default, in %) against bytes (log x).
+    ``series``: dicts with ``label``, ``points`` (list of (bytes, metric)), optional ``front``
+    (draw the Pareto front) and ``marker``."""
+    scale = 100 if metric in PERCENT_METRICS else 1
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for s in series:
         pts = [p for p in s["points"] if p[0] is not None and p[1] is not None]
@@ -77,7 +83,7 @@ def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs fil
             continue
         ax.scatter(
             [p[0] for p in pts],
-            [100 * p[1] for p in pts],
+            [scale * p[1] for p in pts],
             label=s["label"],
             marker=s.get("marker", "o"),
             s=s.get("size", 36),
@@ -87,7 +93,7 @@ def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs fil
             idx = pareto_front(pts)
             ax.plot(
                 [pts[i][0] for i in idx],
-                [100 * pts[i][1] for i in idx],
+                [scale * pts[i][1] for i in idx],
                 "--",
                 color="gray",
                 zorder=2,
@@ -95,7 +101,7 @@ def accuracy_vs_size(series: list[dict[str, Any]], title: str = "Accuracy vs fil
             )
     ax.set_xscale("log")
     ax.set_xlabel("bytes (log)")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(f"{metric} (%)" if scale == 100 else metric)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..container import write_atomic
+from ..tasks import format_metric
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -21,16 +22,26 @@ def _fmt_bytes(n: float | None) -> str:
     return str(n)
 
 
-def _fmt_acc(a: float | None) -> str:
-    return "–" if a is None else f"{100 * a:.2f}%"
-
-
 def _fmt_ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
 def _fmt_int(v: int | None) -> str:
     return "–" if v is None else f"{v:,}"
+
+
+def metric_name(report: dict[str, Any]) -> str:
+    """The name of the metric a report measured (``top-1`` for reports that name none)."""
+    return report.get("metric_name") or "top-1"
+
+
+def metric_of(row: dict[str, Any]) -> float | None:
+    """A report row's metric (its ``accuracy`` in reports written before rows named one)."""
+    return row.get("metric", row.get("accuracy"))
+
+
+def _fmt_metric(report: dict[str, Any], row: dict[str, Any]) -> str:
+    return format_metric(metric_name(report), metric_of(row))
 
 
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -44,7 +55,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             "1.0×",
             _fmt_int(base.get("macs")),
             _fmt_ms(base.get("latency_ms")),
-            _fmt_acc(base.get("accuracy")),
+            _fmt_metric(report, base),
         ]
     ]
     for st in report["stages"]:
@@ -57,7 +68,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                 f"{ratio:.1f}×" if ratio else "–",
                 _fmt_int(st.get("macs")),
                 _fmt_ms(st.get("latency_ms")),
-                _fmt_acc(st.get("accuracy")),
+                _fmt_metric(report, st),
             ]
         )
     fin = report["final"]
@@ -69,13 +80,20 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             f"{fin['compression_ratio']:.1f}×",
             _fmt_int(fin.get("macs")),
             _fmt_ms(fin.get("latency_ms")),
-            _fmt_acc(fin.get("accuracy")),
+            _fmt_metric(report, fin),
         ]
     )
     return rows
 
 
 HEADERS = ["step", "params", "bytes", "× vs fp32", "MACs", "latency b1 (ms)", "test top-1"]
+
+
+def summary_headers(report: dict[str, Any]) -> list[str]:
+    """The main table's headers, the last naming the report's metric."""
+    return [*HEADERS[:-1], f"test {metric_name(report)}"]
+
+
 LAYER_HEADERS = [
     "layer",
     "type",
@@ -139,6 +157,26 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _figures(report: dict[str, Any]) -> str:
+    """The file's metric as the intro says it: top-1 against the baseline's, or fidelity to
+    the original model's outputs with the task's other figures."""
+    name, fin = metric_name(report), report["final"]
+    if name == "top-1":
+        return (
+            f"top-1 {_fmt_metric(report, fin)} on the held-out test split, measured on the "
+            f"module decoded from the file (baseline {_fmt_metric(report, report['baseline'])})"
+        )
+    others = [
+        f"{k} {format_metric(k, v)}" for k, v in (fin.get("metrics") or {}).items() if k != name
+    ]
+    return (
+        f"{name} {_fmt_metric(report, fin)} (task {report.get('task', '?')}"
+        + (f"; {', '.join(others)}" if others else "")
+        + ") on the held-out test split, measured on the module decoded from the file against "
+        "the original model's outputs"
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     table = _md_table
 
@@ -148,12 +186,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"File `{fin['file']}`: {fin['bytes']:,} bytes ({fin['header_bytes']:,} header, "
         f"{fin['payload_bytes']:,} payload), {fin['compression_ratio']:.1f}× smaller than the "
-        f"dense fp32 baseline; top-1 {_fmt_acc(fin['accuracy'])} on the held-out test split, "
-        "measured on the module decoded from the file (baseline "
-        f"{_fmt_acc(report['baseline']['accuracy'])}); every choice the stages made was judged "
+        f"dense fp32 baseline; {_figures(report)}; every choice the stages made was judged "
         "on the validation split, carved from the training data.",
         "",
-        table(HEADERS, summary_rows(report)),
+        table(summary_headers(report), summary_rows(report)),
         "",
         "## Per layer (final file)",
         "",
@@ -172,17 +208,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _points(report: dict[str, Any]) -> list[dict[str, Any]]:
     """This run's baseline, stages and file, plus any anchors, for the accuracy-vs-size plot."""
-    steps = [(report["baseline"]["bytes"], report["baseline"]["accuracy"])]
-    steps += [
-        (s["bytes"], s["accuracy"]) for s in report["stages"] if s.get("accuracy") is not None
-    ]
+    steps = [(report["baseline"]["bytes"], metric_of(report["baseline"]))]
+    steps += [(s["bytes"], metric_of(s)) for s in report["stages"] if metric_of(s) is not None]
     series = [
         {"label": "this run: baseline and stages", "points": steps, "marker": "o"},
         {
             "label": "this run: model.jcz",
             "marker": "*",
             "size": 160,
-            "points": [(report["final"]["bytes"], report["final"]["accuracy"])],
+            "points": [(report["final"]["bytes"], metric_of(report["final"]))],
         },
     ]
     for anchor in report.get("anchors", []):
@@ -196,8 +230,17 @@ def _points(report: dict[str, Any]) -> list[dict[str, Any]]:
     return series
 
 
+def _metric_plot(report: dict[str, Any]) -> str:
+    from .plots import accuracy_vs_size
+
+    name = metric_name(report)
+    if name == "top-1":
+        return accuracy_vs_size(_points(report))
+    return accuracy_vs_size(_points(report), f"{name} vs file size", metric=name)
+
+
 def render_html(report: dict[str, Any]) -> str:
-    from .plots import accuracy_vs_size, bytes_by_layer, size_waterfall
+    from .plots import bytes_by_layer, size_waterfall
 
     def table(headers: list[str], rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
@@ -222,9 +265,9 @@ td:first-child,th:first-child{{text-align:left}}.plot{{display:block;margin:1em 
 </head><body>
 <h1>jointcomp report: {html.escape(report["name"])}</h1>
 <p>{html.escape(intro)}</p>
-{table(HEADERS, summary_rows(report))}
+{table(summary_headers(report), summary_rows(report))}
 {img("size-by-step", "size by step", size_waterfall(report))}
-{img("accuracy-vs-size", "accuracy vs size", accuracy_vs_size(_points(report)))}
+{img("accuracy-vs-size", "metric vs size", _metric_plot(report))}
 <h2>Per layer (final file)</h2>
 {img("bytes-by-layer", "bytes by layer", bytes_by_layer(report))}
 {table(LAYER_HEADERS, layer_table_rows(report))}

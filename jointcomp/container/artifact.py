@@ -20,7 +20,7 @@ from ..nn.quantized import Codebook, IntQuantized
 from ..registry import module_type_of
 from .framing import Frame, pack, unpack
 from .grid_params import RAW, fill_grid_params, quantizer_grids, rebase_raw
-from .limits import MAX_TENSORS, OverBudget, bounded_build, budget, nbytes
+from .limits import MAX_TENSORS, OverBudget, bounded_build, budget, nbytes, steps, work
 from .manifest import (
     Manifest,
     _get,
@@ -94,7 +94,11 @@ def encode_model(
     meta: dict[str, Any] | None = None,
     choose: Chooser | None = None,
 ) -> tuple[bytes, WriteReport]:
-    """The complete file image of ``model`` and a report of its tensor table."""
+    """The complete file image of ``model`` and a report of its tensor table. A model folder's
+    builder (``hf:DIR``) is stored as its portable form, which rebuilds it without the folder."""
+    from ..models import file_builder
+
+    builder, kwargs = file_builder(builder, kwargs)
     reference = build_reference(builder, kwargs, trust=True)
     manifest = describe(model, builder, kwargs, reference)
     # what load() will rebuild before it reads a single tensor: all-zero tensors it already
@@ -219,7 +223,11 @@ def _read(
         implied_raw = {
             e["n"]
             for e in entries
-            if isinstance(e, dict) and e.get("c") == RAW and "p" not in e and e.get("n") in grids
+            if isinstance(e, dict)
+            and e.get("c") == RAW
+            and "p" not in e
+            and isinstance(e.get("n"), str)
+            and e["n"] in grids
         }
         entries = fill_grid_params(entries, grids)
     entries = expand_scalars(fill_lengths(entries))
@@ -259,13 +267,13 @@ def _structure(
     if not trust and not is_allowed_builder(manifest.builder):
         raise FormatError(
             f"the file names builder {manifest.builder!r}, which is not on the allow-list "
-            "(zoo:NAME, torchvision:NAME); open it with trust=True / --trust only if you trust "
-            "where it came from"
+            "(zoo:NAME, torchvision:NAME, timm:NAME, transformers:ARCH); open it with "
+            "trust=True / --trust only if you trust where it came from"
         )
-    limit = budget(file_bytes)
+    limit, max_steps = budget(file_bytes), steps(file_bytes)
     what = "the file's model"
     try:
-        with bounded_build(limit, what, meta=True):
+        with bounded_build(limit, what, max_steps=max_steps, max_work=work(file_bytes), meta=True):
             root, _ = rebuild_structure(
                 build_reference(manifest.builder, manifest.kwargs, trust=trust),
                 copy.deepcopy(manifest),
@@ -283,7 +291,7 @@ def _structure(
     finally:
         root = None
     try:
-        with bounded_build(limit, what):
+        with bounded_build(limit, what, max_steps=max_steps):
             base = build_reference(manifest.builder, manifest.kwargs, trust=trust)
             return rebuild_structure(base, manifest)
     except JointcompError as exc:
@@ -410,13 +418,23 @@ def check_values(root: nn.Module, implied: set[str], tensors: dict[str, torch.Te
 
 
 def _check_codebooks(model: nn.Module) -> None:
-    """Every codebook index names one of its centroids: a payload whose damage still decodes
-    (behind a recomputed checksum) must not load a module that fails only when it runs."""
+    """Every codebook index names one of its centroids (a payload whose damage still decodes,
+    behind a recomputed checksum, must not load a module that fails only when it runs), and
+    the centroid its zero_index pins holds 0."""
     for name, module in model.named_modules():
         if not isinstance(module, Codebook) or not module.indices.numel():
             continue
         if int(module.indices.min()) < 0 or int(module.indices.max()) >= module.size:
             raise FormatError(f"{name}: codebook indices outside its {module.size} centroids")
+        pinned = module.zero_index
+        centroids = module.centroids.detach()  # a Parameter: read, not differentiated
+        if pinned is not None and float(centroids[pinned]) != 0.0:
+            # the writer stores the pinned centroid as the 0 it is; another value means the
+            # file's zero_index was changed, and would load another model
+            raise FormatError(
+                f"{name}: codebook centroid {pinned}, pinned to 0 by zero_index, holds "
+                f"{float(centroids[pinned])!r}"
+            )
 
 
 def open_artifact(source: str | Path | bytes, *, trust: bool = False) -> Artifact:

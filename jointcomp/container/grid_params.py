@@ -72,7 +72,8 @@ def fill_grid_params(entries: list[Any], grids: dict[str, dict[str, int]]) -> li
             isinstance(entry, dict)
             and entry.get("c") == RAW
             and "p" not in entry
-            and entry.get("n") in grids
+            and isinstance(entry.get("n"), str)  # a list names packed scalars
+            and entry["n"] in grids
         ):
             entry = {**entry, "p": dict(grids[entry["n"]])}
         out.append(entry)

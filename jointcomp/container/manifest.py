@@ -224,10 +224,10 @@ def apply_parametrizations(module: nn.Module, spec: dict[str, Any], path: str) -
         shape = list(tensor.shape)
         stored[tensor_name] = []
         for i, (type_name, config) in enumerate(chain):
-            entry = MODULE_TYPES.get(type_name)
+            entry = MODULE_TYPES.get(type_name) if isinstance(type_name, str) else None
             if entry is None or not entry.parametrization or not isinstance(config, dict):
                 raise FormatError(
-                    f"{path}.{tensor_name}: {type_name!r} is not a parametrization type"
+                    f"{path}.{tensor_name}: {_short(type_name)} is not a parametrization type"
                 )
             short = config
             if i == 0 and _shape_implied(entry):
@@ -305,6 +305,14 @@ def _check_quantizer(type_name: str, config: dict[str, Any], shape: list[int], w
             raise fail(f"argument {key} must be a shape of at most {len(shape)} dimensions")
         if any(d not in (1, full) for d, full in zip(reversed(part), reversed(shape))):
             raise fail(f"{key} {part} does not broadcast to the tensor's shape {shape}")
+        # a writer's scale varies along ``axis`` only (per channel) or nowhere (per tensor):
+        # [12, 1, 1] against [12, 12, 3, 3] broadcasts too, but along the input channels,
+        # and would dequantize the same payload into other values
+        offset = len(shape) - len(part)
+        varying = {offset + k for k, d in enumerate(part) if d != 1}
+        if varying - ({axis % len(shape)} if axis is not None else set()):
+            where_to = f"axis {axis}" if axis is not None else "no axis (per tensor)"
+            raise fail(f"{key} {part} varies along another dimension than {where_to}")
 
 
 def describe(

@@ -56,7 +56,7 @@ def implied_length(entry: dict[str, Any]) -> int | None:
     ):
         return None
     count = len(names) if isinstance(names, list) else math.prod(shape)
-    if entry.get("c") == PLAIN and store in DTYPES:
+    if entry.get("c") == PLAIN and isinstance(store, str) and store in DTYPES:
         return count * np.dtype(DTYPES[store][1]).itemsize
     bits = entry.get("p", {}).get("bits") if isinstance(entry.get("p"), dict) else None
     if entry.get("c") == "raw" and isinstance(bits, int) and not isinstance(bits, bool):

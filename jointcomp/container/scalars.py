@@ -57,7 +57,12 @@ def expand_scalars(entries: list[Any]) -> list[Any]:
         code, store = entry.get("d"), entry.get("st", entry.get("d"))
         if entry.get("s") != [] or entry.get("c") != PLAIN or "p" in entry:
             raise FormatError(f"{where}: must be plain 0-d tensors")
-        if code not in DTYPES or store not in DTYPES:
+        if (
+            not isinstance(code, str)
+            or not isinstance(store, str)
+            or code not in DTYPES
+            or (store not in DTYPES)
+        ):
             raise FormatError(f"{where}: unknown dtype {code!r} / {store!r}")
         size = np.dtype(DTYPES[store][1]).itemsize
         if entry.get("b") != size * len(names):

@@ -156,10 +156,15 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise FormatError(f"{where}: invalid shape {shape!r}")
-    if math.prod(shape) > MAX_ELEMENTS:
-        raise FormatError(f"{where}: shape {shape} has more than {MAX_ELEMENTS} elements")
+    # each dimension too, not only the product: [0, 2**62] holds nothing, yet no module has
+    # such a dimension and torch's reshape overflows on it
+    if math.prod(shape) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        raise FormatError(
+            f"{where}: shape {shape} has more than {MAX_ELEMENTS} elements or a dimension "
+            "that large"
+        )
     code = entry.get("d")
-    if code not in DTYPES:
+    if not isinstance(code, str) or code not in DTYPES:  # a dict or list is unhashable
         raise FormatError(f"{where}: unknown dtype {code!r}")
     store = entry.get("st", code)
     if isinstance(store, str) and log_steps(store):
@@ -167,8 +172,10 @@ def check_entry(entry: Any, index: int) -> tuple[str, list[int], str, str, int]:
             raise FormatError(
                 f"{where}: log-grid storage {store!r} needs an f32 tensor and a coder"
             )
-    elif store not in DTYPES or (
-        store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES)
+    elif (
+        not isinstance(store, str)
+        or store not in DTYPES
+        or (store != code and (code not in FLOAT_CODES or store not in FLOAT_CODES))
     ):
         raise FormatError(f"{where}: invalid storage dtype {store!r} for dtype {code}")
     length = entry.get("b")

@@ -1,8 +1,12 @@
-"""Turn a builder string into an ``nn.Module``: ``zoo:NAME``, ``torchvision:NAME`` or, only when
+"""Turn a builder string into an ``nn.Module``: ``zoo:NAME``, ``torchvision:NAME``,
+``timm:NAME``, a Hugging Face folder (``hf:DIR``, ``sentence-transformers:DIR``) or its portable
+form (``transformers:ARCH``, ``sentence-embedder:ARCH`` with the config as kwargs) or, only when
 trusted, ``package.module:callable``.
 
-A .jcz file names its builder; loading it must not import arbitrary code, so only the zoo and
-torchvision forms are on the allow-list. Anything else runs a user's code and needs trust.
+A .jcz file names its builder; loading it must not import arbitrary code, so only the zoo,
+torchvision, timm and portable transformers forms are on the allow-list. A file never names a
+folder: :func:`file_builder` turns ``hf:DIR`` into what rebuilds it without the folder. Anything
+else runs a user's code and needs trust.
 
 Building never touches the network: torchvision builders are called with every weights argument
 (``weights``, ``weights_backbone``, ...) forced to None, and a file or recipe asking for
@@ -25,6 +29,7 @@ from torch import nn
 
 from ..config import short
 from ..errors import JointcompError, ModelError
+from . import hf, sentence, timm_models
 from .lenet import LeNet5, LeNet300
 from .resnet_cifar import resnet20, resnet32, resnet56
 from .small_cnn import SmallCNN
@@ -45,7 +50,20 @@ _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
 _ZOO_RE = re.compile(rf"zoo:({_IDENT})")
 _TV_RE = re.compile(rf"torchvision:({_IDENT})")
 _CALLABLE_RE = re.compile(rf"({_DOTTED}):({_DOTTED})")
-_FORMS = "'zoo:NAME', 'torchvision:NAME' or 'package.module:callable'"
+_TIMM_RE = re.compile(rf"timm:({timm_models.NAME_RE.pattern})")
+# portable transformers forms: the class named, its config in the kwargs
+_CONFIG_RE = re.compile(rf"(transformers|sentence-embedder):({_IDENT})")
+_CONFIG_BUILDERS = {
+    "transformers": hf.build_from_config,
+    "sentence-embedder": sentence.build_from_config,
+}
+# a local folder: read for the model and its weights; a file names its portable form instead
+_FOLDER_RE = re.compile(r"(hf|sentence-transformers):(.+)", re.DOTALL)
+_FOLDERS = {"hf": hf, "sentence-transformers": sentence}
+_FORMS = (
+    "'zoo:NAME', 'torchvision:NAME', 'timm:NAME', 'hf:DIR', 'sentence-transformers:DIR', "
+    "'transformers:ARCH' or 'package.module:callable'"
+)
 
 # Keyword arguments that the data determine; see data_kwargs().
 _DATA_ARGS = ("in_channels", "num_classes", "image_size")
@@ -78,11 +96,25 @@ def _zoo_names() -> str:
 
 
 def is_allowed_builder(builder: str) -> bool:
-    """True for the allow-listed forms (``zoo:NAME``, ``torchvision:NAME``), which import no
-    user code; False for ``package.module:callable`` and for anything malformed."""
+    """True for the allow-listed forms (``zoo:NAME``, ``torchvision:NAME``, ``timm:NAME``,
+    ``transformers:ARCH``, ``sentence-embedder:ARCH``), which import no user code and read no
+    files; False for folders, ``package.module:callable`` and anything malformed."""
     return isinstance(builder, str) and bool(
-        _ZOO_RE.fullmatch(builder) or _TV_RE.fullmatch(builder)
+        _ZOO_RE.fullmatch(builder)
+        or _TV_RE.fullmatch(builder)
+        or _TIMM_RE.fullmatch(builder)
+        or _CONFIG_RE.fullmatch(builder)
     )
+
+
+def file_builder(builder: str, kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The builder and keyword arguments a file stores for ``builder``: a Hugging Face folder
+    (``hf:DIR``, ``sentence-transformers:DIR``) becomes its portable form, which rebuilds the
+    model from its config without the folder; any other builder stays as it is."""
+    m = _FOLDER_RE.fullmatch(builder) if isinstance(builder, str) else None
+    if m is None:
+        return builder, dict(kwargs or {})
+    return _FOLDERS[m.group(1)].portable_builder(m.group(2), _check_kwargs(builder, kwargs))
 
 
 def import_callable(spec: str, error: type[Exception], what: str) -> Callable[..., Any]:
@@ -294,6 +326,19 @@ def build_model(
         raise ModelError(f"model builder must be a string like {_FORMS}, got {short(builder)}")
     kwargs = _check_kwargs(builder, kwargs)
     scheme, _, name = builder.partition(":")
+    if scheme in _CONFIG_BUILDERS and _CONFIG_RE.fullmatch(builder):
+        fn = _CONFIG_BUILDERS[scheme]
+        return _bounded_build(builder, lambda: fn(name, kwargs), kwargs, max_elements)
+    if scheme in _FOLDERS and _FOLDER_RE.fullmatch(builder):
+        # the folder's model with its weights: its portable form measured first
+        if max_elements is not None:
+            build_model(*file_builder(builder, kwargs), max_elements=max_elements)
+        return _FOLDERS[scheme].load_folder(name, kwargs)
+    if scheme == "timm":
+        if not _TIMM_RE.fullmatch(builder):
+            raise ModelError(f"malformed model builder {short(builder)}: expected 'timm:NAME'")
+        fn, arguments = timm_models.timm_call(name, kwargs)
+        return _bounded_build(builder, lambda: _call(builder, fn, arguments), kwargs, max_elements)
     if scheme == "zoo":
         if name not in ZOO:
             raise ModelError(f"unknown zoo model {short(name)}; the zoo has: {_zoo_names()}")
@@ -313,8 +358,8 @@ def build_model(
     if not trust:
         raise ModelError(
             f"model builder {short(builder)} is not on the allow-list (zoo:NAME, "
-            "torchvision:NAME) and would import and run your code; trust it with --trust on "
-            "the command line or trust=True in Python"
+            "torchvision:NAME, timm:NAME, transformers:ARCH) and would import and run your "
+            "code; trust it with --trust on the command line or trust=True in Python"
         )
     model = _call(builder, import_callable(builder, ModelError, "model builder"), kwargs)
     if not isinstance(model, nn.Module):
@@ -332,6 +377,8 @@ def check_builder(builder: str, kwargs: dict[str, Any] | None = None) -> None:
     if not isinstance(builder, str):
         raise ModelError(f"model builder must be a string like {_FORMS}, got {short(builder)}")
     kwargs = _check_kwargs(builder, kwargs)
+    if _FOLDER_RE.fullmatch(builder):  # the folder's config, checked in its portable form
+        builder, kwargs = file_builder(builder, kwargs)
     if is_allowed_builder(builder):
         from torch.nn.modules import module as module_mod
 
@@ -380,7 +427,7 @@ def data_kwargs(builder: str, input_shape: Sequence[int], num_classes: int) -> d
     """The keyword arguments a builder takes from the data: ``in_channels``, ``num_classes``
     and ``image_size`` for zoo models (those their signature accepts), ``num_classes`` for
     torchvision, nothing for a user's callable. Merge a recipe's own kwargs over these."""
-    if _TV_RE.fullmatch(builder or ""):
+    if _TV_RE.fullmatch(builder or "") or _TIMM_RE.fullmatch(builder or ""):
         return {"num_classes": num_classes}
     m = _ZOO_RE.fullmatch(builder or "")
     if not m or m.group(1) not in ZOO:
@@ -402,8 +449,8 @@ def builder_reference(builder: str | Callable[..., nn.Module]) -> str:
     load without trust), else ``package.module:qualname`` (loading then needs trust)."""
     if isinstance(builder, str):
         if not (
-            _ZOO_RE.fullmatch(builder)
-            or _TV_RE.fullmatch(builder)
+            is_allowed_builder(builder)
+            or _FOLDER_RE.fullmatch(builder)
             or _CALLABLE_RE.fullmatch(builder)
         ):
             raise ModelError(f"malformed model builder {builder!r}: expected {_FORMS}")

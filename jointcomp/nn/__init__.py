@@ -5,6 +5,7 @@ Importing this package registers every layer type for the .jcz file (``jointcomp
 
 from .convert import decompose, decompose_at, decompose_conv2d, decompose_linear, rel_error
 from .cp import CPConv2d
+from .embedding import LowRankEmbedding
 from .execution import EXECUTIONS, FactorizedModule
 from .formats import FORMATS, Geometry, Unsupported, make_format
 from .lowrank_sparse import LowRankPlusSparse
@@ -19,6 +20,7 @@ __all__ = [
     "CPConv2d",
     "FactorizedModule",
     "Geometry",
+    "LowRankEmbedding",
     "LowRankPlusSparse",
     "RankRule",
     "SVDConv2d",

@@ -3,18 +3,22 @@ sizes (for its MACs)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from ..batches import run_model
 from .formats import Geometry
 
 
 @torch.no_grad()
 def trace_layers(
-    model: nn.Module, names: list[str], example: torch.Tensor
+    model: nn.Module, names: list[str], example: Any
 ) -> tuple[dict[str, Geometry], dict[str, torch.Tensor]]:
-    """One eval forward pass on ``example`` (batch 1): each named layer's geometry and its first
-    input. Layers the pass does not reach are absent from both dicts."""
+    """One eval forward pass on ``example`` (batch 1 model inputs: a tensor, or a tuple/dict of
+    them): each named layer's geometry and its first input. Layers the pass does not reach are
+    absent from both dicts."""
     modules = dict(model.named_modules())
     geoms: dict[str, Geometry] = {}
     inputs: dict[str, torch.Tensor] = {}
@@ -39,7 +43,7 @@ def trace_layers(
     was_training = model.training
     model.eval()
     try:
-        model(example)
+        run_model(model, example)
     finally:
         for h in handles:
             h.remove()

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..batches import run_model
+
 PROJECTIONS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
@@ -36,16 +38,18 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 @torch.no_grad()
 def classifier_names(model: nn.Module, example: Any) -> list[str]:
     """The output layer: the last layer to run on ``example`` (a Linear/Conv, or a factorized
-    layer as a whole) whose output width is that of the model's output (its class count), as a
-    one-name list (empty when none fits)."""
+    layer as a whole) whose output is shaped like the model's output — for a model output of
+    one value per sample, the layer's output width (its channels) is the class count — as a
+    one-name list (empty when none fits). A transformer's output ``[batch, tokens, width]``
+    comes from its last block's projection of that shape, which is then the output layer."""
     from .execution import FactorizedModule  # the factorized layers import this module
 
-    ran: list[tuple[str, int]] = []
+    ran: list[tuple[str, tuple[int, ...]]] = []
 
     def hook(name: str):
         def record(_module: nn.Module, _args: tuple, out: Any) -> None:
             if isinstance(out, torch.Tensor) and out.dim() >= 2:
-                ran.append((name, out.shape[1] if out.dim() > 2 else out.shape[-1]))
+                ran.append((name, tuple(out.shape[1:])))
 
         return record
 
@@ -57,15 +61,19 @@ def classifier_names(model: nn.Module, example: Any) -> list[str]:
     was_training = model.training
     model.eval()
     try:
-        out = first_tensor(model(example))
+        out = first_tensor(run_model(model, example))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     if out is None or out.dim() < 2:
         return []
-    size = out.shape[1]
-    found = [name for name, width in ran if width == size]
+    size = tuple(out.shape[1:])
+    # a vector per sample: a layer whose channels (dim 1) are that many (a conv classifier may
+    # be pooled after); a map or sequence per sample: a layer of exactly that shape
+    found = [
+        name for name, shape in ran if shape == size or (len(size) == 1 and shape[0] == size[0])
+    ]
     return found[-1:]
 
 

@@ -18,7 +18,7 @@ measured once on the float model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,17 +96,42 @@ def _factorized_execution(model: nn.Module):
             m.execution = execution
 
 
+class _Enough(Exception):
+    """Raised by a hook once every layer of interest has seen this batch: the rest of the
+    forward pass would only cost time."""
+
+
 @torch.no_grad()
 def _run(
-    model: nn.Module, hooks: dict[nn.Module, Any], batches: Sequence[Batch], device: Any
+    model: nn.Module,
+    hooks: dict[nn.Module, Any],
+    batches: Sequence[Batch],
+    device: Any,
+    stop_after: set[nn.Module] | None = None,
 ) -> None:
-    handles = [m.register_forward_hook(h) for m, h in hooks.items()]
+    """Run ``batches`` through ``model`` with forward ``hooks``; with ``stop_after``, each
+    batch's pass ends as soon as every module in it has run once."""
+    fired: set[nn.Module] = set()
+
+    def wrap(module: nn.Module, hook: Any) -> Any:
+        def call(m: nn.Module, args: tuple, out: Any) -> None:
+            hook(m, args, out)
+            if stop_after is not None and module in stop_after:
+                fired.add(module)
+                if fired >= stop_after:
+                    raise _Enough
+
+        return call
+
+    handles = [m.register_forward_hook(wrap(m, h)) for m, h in hooks.items()]
     was_training = model.training
     try:
         model.eval()
         with _factorized_execution(model):
             for batch in batches:
-                run_model(model, to_device(inputs_of(batch), device))
+                fired.clear()
+                with suppress(_Enough):
+                    run_model(model, to_device(inputs_of(batch), device))
     finally:
         for h in handles:
             h.remove()
@@ -115,17 +140,21 @@ def _run(
 
 def execution_groups(
     model: nn.Module, modules: dict[str, nn.Module], batch: Batch, device: Any
-) -> list[list[str]]:
+) -> tuple[list[list[str]], set[str]]:
     """The named layers in the order the model first runs them on ``batch``, consecutive ones
-    fed the very same input tensor grouped (layers it never runs are left out)."""
+    fed the very same input tensor grouped (layers it never runs are left out), and the names
+    of those it runs more than once per pass (their inputs need the whole pass)."""
     groups: list[list[str]] = []
     seen: set[str] = set()
+    again: set[str] = set()
     last: list[Any] = [None]  # the previous call's input, held so identity means the same tensor
 
     def hook(name: str):
         def record(_m: nn.Module, args: tuple, _out: Any) -> None:
             x = args[0] if args else None
-            if name not in seen:
+            if name in seen:
+                again.add(name)
+            else:
                 seen.add(name)
                 if groups and x is not None and x is last[0]:
                     groups[-1].append(name)
@@ -136,13 +165,19 @@ def execution_groups(
         return record
 
     _run(model, {m: hook(n) for n, m in modules.items()}, [batch], device)
-    return groups
+    return groups, again
 
 
 def input_hessians(
-    model: nn.Module, modules: dict[str, nn.Module], batches: Sequence[Batch], device: Any
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    batches: Sequence[Batch],
+    device: Any,
+    whole_pass: bool = True,
 ) -> dict[str, tuple[torch.Tensor, int]]:
-    """Per named layer, (Σ XᵀX in float64, rows seen) over its inputs on ``batches``."""
+    """Per named layer, (Σ XᵀX in float64, rows seen) over its inputs on ``batches``; unless
+    ``whole_pass``, each batch's forward stops once every layer has seen it (sequential GPTQ
+    on a deep model: the later layers' work would be thrown away)."""
     found: dict[str, tuple[torch.Tensor, int]] = {}
 
     def hook(name: str):
@@ -157,7 +192,8 @@ def input_hessians(
 
         return record
 
-    _run(model, {m: hook(n) for n, m in modules.items()}, batches, device)
+    stop = None if whole_pass else set(modules.values())
+    _run(model, {m: hook(n) for n, m in modules.items()}, batches, device, stop)
     return found
 
 
@@ -235,7 +271,9 @@ def gptq_weight(
     fixed_zeros: bool = False,
 ) -> tuple[IntQuantized, dict[str, float]]:
     """``weight`` (output channels on axis 0) GPTQ-quantized as an IntQuantized, with the
-    layer's relative output error under GPTQ and under round-to-nearest on the same grid."""
+    layer's relative output error under round-to-nearest on the same grid (``rtn_error``) and
+    under what it returns (``error``): GPTQ's codes (``gptq`` 1.0), or round-to-nearest's where
+    GPTQ's are worse on these inputs (``gptq`` 0.0)."""
     if axis not in (0, None):
         raise ValueError("GPTQ quantizes with per-output-channel or per-tensor scales")
     if fixed_zeros:
@@ -257,6 +295,11 @@ def gptq_weight(
         "error": output_error(w, (codes - z[:, None]) * s[:, None], h),
         "rtn_error": output_error(w, (nearest - z[:, None]) * s[:, None], h),
     }
+    # GPTQ's greedy order is no guarantee (fixed zeros that cannot absorb error, inputs with
+    # little correlation): where it loses to rounding on the calibration inputs, round instead
+    errors["gptq"] = float(errors["error"] <= errors["rtn_error"])
+    if not errors["gptq"]:
+        codes, errors["error"] = nearest, errors["rtn_error"]
     shape = broadcast_shape(x, axis)
     q = int_quantized(codes.reshape(x.shape), scale, zero, spec, axis, shape)
     return q, errors
@@ -271,8 +314,9 @@ def gptq_layers(
     settings: GPTQSettings,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """GPTQ-quantize every planned Conv/Linear weight in place (IntQuantized parametrizations);
-    returns a row per layer done (name, relative output error under GPTQ and under
-    round-to-nearest) and the targets left to the caller, with the reason."""
+    returns a row per layer done (name, relative output error of its codes and under
+    round-to-nearest, ``method``: gptq, or ptq where rounding to nearest did better) and the
+    targets left to the caller, with the reason."""
     left: list[dict[str, str]] = []
     todo: dict[str, tuple[Target, QuantSpec]] = {}
     for t, s in plan:
@@ -287,7 +331,7 @@ def gptq_layers(
     if not todo:
         return [], left
     modules = {path: model.get_submodule(path) for path in todo}
-    groups = execution_groups(model, modules, batches[0], device)
+    groups, again = execution_groups(model, modules, batches[0], device)
     ran = {n for g in groups for n in g}
     for path in todo:
         if path not in ran:
@@ -296,7 +340,13 @@ def gptq_layers(
         groups = [[n for g in groups for n in g]]
     done: list[dict[str, Any]] = []
     for group in groups:
-        hessians = input_hessians(model, {n: modules[n] for n in group}, batches, device)
+        hessians = input_hessians(
+            model,
+            {n: modules[n] for n in group},
+            batches,
+            device,
+            whole_pass=not settings.sequential or any(n in again for n in group),
+        )
         for path in group:
             target, spec = todo[path]
             h, n = hessians[path]
@@ -311,5 +361,12 @@ def gptq_layers(
                 target.fixed_zeros,
             )
             attach(module, "weight", q.to(module.weight.device))
-            done.append({"name": target.name, **{k: round(v, 6) for k, v in errors.items()}})
+            done.append(
+                {
+                    "name": target.name,
+                    "error": round(errors["error"], 6),
+                    "rtn_error": round(errors["rtn_error"], 6),
+                    "method": "gptq" if errors["gptq"] else "ptq",
+                }
+            )
     return done, left

@@ -6,26 +6,41 @@ Ranks come per layer (an int, a fraction, ``energy:x``, ``effective``, ``vbmf``,
 fraction of the decomposable layers' params or MACs) allocated greedily by measured
 validation-loss increase per unit saved (``jointcomp.allocate``).
 
+With ``embeddings``, embedding tables become low-rank factorized tables E ≈ A·B (ALBERT's
+factorized embedding parametrization, ``jointcomp.nn.LowRankEmbedding``) from their truncated
+SVD, at a rank given as for a layer.
+
 Record: ``layers`` (per layer: format, ranks, params and MACs before/after, execution and its
-timings), ``skipped`` (with reasons), ``budget`` (the allocation), ``finetune_loss``.
+timings), ``embeddings`` (per factorized table: rank, params before/after, relative error),
+``skipped`` (with reasons), ``budget`` (the allocation), ``finetune_loss``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from ..allocate import Ladder, SensitivityBatches, allocate, interpolate_losses, sample_indices
+from ..batches import to_device
 from ..config import Scope, StageConfig, Strict, first_match
 from ..context import Context, Step
 from ..errors import ModelError
-from ..nn import FactorizedModule, LowRankPlusSparse, Unsupported, decompose_at, make_format
+from ..nn import (
+    FactorizedModule,
+    LowRankEmbedding,
+    LowRankPlusSparse,
+    Unsupported,
+    decompose_at,
+    make_format,
+    rel_error,
+)
 from ..nn.formats import Format, Geometry, dense_macs
 from ..nn.layer_trace import trace_layers
 from ..nn.modules import classifier_names, set_module
-from ..nn.ranks import parse_rank
+from ..nn.ranks import fraction_rank, measure_rank, parse_rank
 from ..nn.sparsity import mark_fixed_zeros
 from ..training import FinetuneSpec
 
@@ -67,6 +82,25 @@ class DecomposeBudget(SensitivityBatches):
         return self
 
 
+class EmbeddingDecompose(Strict):
+    """Low-rank factorized embedding tables (ALBERT): each nn.Embedding in scope becomes
+    E ≈ A·B, a [tokens, rank] table and a [rank, width] projection (``LowRankEmbedding``),
+    from the table's truncated SVD."""
+
+    rank: int | float | str = Field(
+        description="int, fraction of full rank (min(tokens, width)), energy:X, effective, "
+        "vbmf or indicator:X"
+    )
+    scope: Scope = Field(
+        default_factory=Scope, description="the embedding tables to factorize (by name)"
+    )
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: Any) -> Any:
+        return _check_rank(v)
+
+
 class DecomposeConfig(StageConfig):
     """Which layers to factorize, in which format, at which rank."""
 
@@ -90,6 +124,11 @@ class DecomposeConfig(StageConfig):
         description="per-layer format/rank/sparse by name pattern; the first matching pattern wins",
     )
     budget: DecomposeBudget | None = None
+    embeddings: EmbeddingDecompose | None = Field(
+        None,
+        description="also factorize embedding tables (E ≈ A·B); the Linear/Conv2d layers are "
+        "decomposed only when a rank or budget is given for them",
+    )
     min_saving: float = Field(
         0.0, ge=0, lt=1, description="skip a layer unless it saves at least this fraction"
     )
@@ -109,10 +148,15 @@ class DecomposeConfig(StageConfig):
 
     @model_validator(mode="after")
     def _ranks(self) -> DecomposeConfig:
-        overridden = any(o.rank is not None for o in self.overrides.values())
-        if self.budget is None and self.rank is None and not overridden:
+        if not self.layers_asked and self.embeddings is None:
             raise ValueError("give a rank (for all layers or in overrides), or a budget")
         return self
+
+    @property
+    def layers_asked(self) -> bool:
+        """Whether Linear/Conv2d layers are to be decomposed (a rank or budget for them)."""
+        overridden = any(o.rank is not None for o in self.overrides.values())
+        return self.budget is not None or self.rank is not None or overridden
 
     def layer(self, name: str) -> LayerDecompose:
         """The settings of layer ``name``: the stage's, updated by its first matching override."""
@@ -148,7 +192,8 @@ def decompose(model: nn.Module, config: DecomposeConfig, context: Context) -> St
     """Factorize the layers ``config`` selects (in place), fine-tune, choose executions."""
     model = model.to(context.device).eval()
     record: dict[str, Any] = {}
-    plans, skipped = _plan(model, config, context)
+    tables = _factorize_embeddings(model, config, context) if config.embeddings else []
+    plans, skipped = _plan(model, config, context) if config.layers_asked else ({}, [])
     if config.budget is not None:
         chosen = _allocate(model, config, context, plans, skipped, record)
     else:
@@ -161,17 +206,65 @@ def decompose(model: nn.Module, config: DecomposeConfig, context: Context) -> St
             except ValueError as exc:
                 raise ModelError(f"decompose: layer {name} ({fmt.name}): {exc}") from None
     infos = _replace(model, config, plans, chosen, skipped)
-    if infos:
+    if infos or tables:
         fit = context.train(model, config.finetune, description="decompose")
         record["finetune_loss"] = fit.loss if fit else None
     _choose_execution(model, config, context, infos)
-    before = sum(i["params_before"] for i in infos)
-    after = sum(i["params_after"] for i in infos)
-    record.update(layers=infos, skipped=skipped, params_before=before, params_after=after)
+    before = sum(i["params_before"] for i in infos + tables)
+    after = sum(i["params_after"] for i in infos + tables)
+    record.update(
+        layers=infos, embeddings=tables, skipped=skipped, params_before=before, params_after=after
+    )
     context.log(
-        f"{len(infos)} layers decomposed ({before:,} → {after:,} params), {len(skipped)} skipped"
+        f"{len(infos)} layers and {len(tables)} embedding tables decomposed ({before:,} → "
+        f"{after:,} params), {len(skipped)} skipped"
     )
     return Step(model, record)
+
+
+# --- embedding tables ----------------------------------------------------------------------
+
+
+def _factorize_embeddings(
+    model: nn.Module, config: DecomposeConfig, context: Context
+) -> list[dict[str, Any]]:
+    """Replace each nn.Embedding in scope by its truncated-SVD LowRankEmbedding (when that
+    holds fewer numbers); one record row per table."""
+    spec = config.embeddings
+    assert spec is not None
+    rule = parse_rank(spec.rank)
+    rows = []
+    tables = [(n, m) for n, m in model.named_modules() if type(m) is nn.Embedding]
+    for name, table in tables:
+        if not spec.scope.selects(name):
+            continue
+        weight = table.weight.detach().cpu().float()
+        full = min(weight.shape)
+        if rule.kind == "int":
+            rank = min(rule.value, full)
+        elif rule.kind == "fraction":
+            rank = fraction_rank(rule.value, full)
+        else:
+            rank = measure_rank(weight, rule)
+        tokens, width = weight.shape
+        if rank * (tokens + width) >= tokens * width:
+            context.log(f"embedding {name}: rank {rank} holds no fewer numbers; left whole")
+            continue
+        new = LowRankEmbedding.from_embedding(table, rank)
+        with torch.no_grad():
+            error = rel_error(table.weight.detach(), new.reconstruct_weight())
+        set_module(model, name, new)
+        rows.append(
+            {
+                "name": name,
+                "format": "svd",
+                "ranks": [rank],
+                "params_before": table.weight.numel(),
+                "params_after": new.factor_params(),
+                "rel_error": round(error, 6),
+            }
+        )
+    return rows
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -351,7 +444,8 @@ def _choose_execution(
         return
     # each layer is timed on CPU (where the audit measures latency) with its real input
     cpu_model = model.to("cpu")
-    _, inputs = trace_layers(cpu_model, [i["name"] for i in infos], context.example().to("cpu"))
+    example = to_device(context.example(), "cpu")
+    _, inputs = trace_layers(cpu_model, [i["name"] for i in infos], example)
     for info in infos:
         layer: FactorizedModule = modules[info["name"]]
         if info["name"] not in inputs:

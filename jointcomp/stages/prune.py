@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -24,7 +25,7 @@ from ..batches import inputs_of, labels_of, run_model, to_device
 from ..config import Scope, StageConfig, Strict, first_match
 from ..context import Context, Step
 from ..errors import DataError, ModelError
-from ..nn.modules import classifier_names
+from ..nn.modules import classifier_names, first_tensor
 from ..nn.sparsity import mark_fixed_zeros
 from ..tasks import ClassifyTask
 from ..training import FinetuneSpec
@@ -66,6 +67,15 @@ class PruneConfig(StageConfig):
     max_layer_ratio: float = Field(
         0.9, gt=0, le=1, description="cap per layer under global ranking"
     )
+    heads: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="structured: remove this fraction of each attention block's heads, whole "
+        "(q, k and v together, the block's head count updated; transformers' BERT-style "
+        "query/key/value or a fused qkv), keeping each head's size; null: heads stay, and ratio "
+        "trims the same dimensions from every head",
+    )
     iterative_steps: int = Field(1, ge=1)
     round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this")
     calibration_batches: int = Field(4, ge=1, description="batches for taylor importance")
@@ -79,6 +89,8 @@ class PruneConfig(StageConfig):
             raise ValueError(
                 "unstructured pruning ranks weights by magnitude: importance must be l1"
             )
+        if not self.structured and self.heads is not None:
+            raise ValueError("heads: removing attention heads is structured pruning")
         if not self.structured and self.target != "channels":
             raise ValueError(
                 "target: params applies to structured pruning; for unstructured, ratio "
@@ -93,15 +105,66 @@ def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
-    """qkv projections of attention blocks (a ``qkv`` Linear beside an int ``num_heads``), so
-    torch-pruning removes whole head dimensions consistently across q, k and v."""
-    heads = {}
+@dataclass(frozen=True)
+class Attention:
+    """An attention block: its query/key/value projections (one fused ``qkv`` Linear, or
+    ``query``, ``key`` and ``value`` Linears as in transformers' BERT-style self-attention) and
+    the attribute holding its head count."""
+
+    module: nn.Module
+    projections: tuple[nn.Linear, ...]
+    heads_attr: str
+
+    @property
+    def width(self) -> int:
+        """Channels of all heads together (q's, k's or v's)."""
+        out = self.projections[0].out_features
+        return out // 3 if len(self.projections) == 1 else out
+
+
+def attention_blocks(model: nn.Module) -> list[Attention]:
+    """The model's attention blocks: a ``qkv`` Linear beside an int ``num_heads`` (timm, the
+    zoo's ViT), or ``query``/``key``/``value`` Linears beside an int ``num_attention_heads``
+    (transformers' BERT family)."""
+    blocks = []
     for module in model.modules():
         qkv = getattr(module, "qkv", None)
         if isinstance(qkv, nn.Linear) and isinstance(getattr(module, "num_heads", None), int):
-            heads[qkv] = module.num_heads
-    return heads
+            blocks.append(Attention(module, (qkv,), "num_heads"))
+            continue
+        parts = tuple(getattr(module, n, None) for n in ("query", "key", "value"))
+        heads = getattr(module, "num_attention_heads", None)
+        if all(isinstance(p, nn.Linear) for p in parts) and isinstance(heads, int):
+            blocks.append(Attention(module, parts, "num_attention_heads"))  # type: ignore[arg-type]
+    return blocks
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """The head count of every q/k/v projection, so torch-pruning removes head channels
+    consistently across q, k and v (whole heads, or the same dimensions of every head)."""
+    return {
+        p: getattr(block.module, block.heads_attr)
+        for block in attention_blocks(model)
+        for p in block.projections
+    }
+
+
+def _update_attention(blocks: list[Attention], pruner) -> None:
+    """After a pruning step, each attention block's head count and sizes as torch-pruning left
+    its projections, so its forward splits the heads right (transformers' BERT reshapes by
+    ``attention_head_size``, timm's attention by ``head_dim``). The scaling of the attention
+    logits is kept: it is part of what the model learned."""
+    for block in blocks:
+        heads = pruner.num_heads.get(block.projections[0], getattr(block.module, block.heads_attr))
+        module, width = block.module, block.width
+        setattr(module, block.heads_attr, heads)
+        for attr, value in (
+            ("attention_head_size", width // heads),
+            ("all_head_size", width),
+            ("head_dim", width // heads),
+        ):
+            if isinstance(getattr(module, attr, None), int):
+                setattr(module, attr, value)
 
 
 def _count(model: nn.Module) -> int:
@@ -166,6 +229,10 @@ def _pruner(
         override = first_match(name, config.overrides)
         if override is not None and name not in excluded:
             ratio_dict[module] = override.ratio
+    heads = {}
+    if config.heads is not None:
+        heads = {"prune_num_heads": True, "prune_head_dims": False}
+        heads["head_pruning_ratio"] = config.heads
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tp.pruner.BasePruner(
@@ -180,7 +247,18 @@ def _pruner(
             ignored_layers=[names[n] for n in excluded],
             round_to=config.round_to,
             num_heads=attention_heads(model),
+            output_transform=_first_output,
+            **heads,
         )
+
+
+def _first_output(output: object) -> torch.Tensor:
+    """What torch-pruning traces the dependency graph back from: the model's output tensor, or
+    its first one (a ModelOutput's last_hidden_state or logits, a tuple's first item)."""
+    found = first_tensor(output)
+    if found is None:
+        raise ModelError("prune: the model's output holds no tensor to trace from")
+    return found
 
 
 def _score(model: nn.Module, config: PruneConfig, context: Context) -> None:
@@ -235,10 +313,12 @@ def _structured(
         record["channel_ratio"] = round(ratio, 4)
         context.log(f"channel ratio {ratio:.3f} removes ≈{config.ratio:.0%} of parameters")
     pruner = _pruner(model, config, context, excluded, ratio, config.iterative_steps)
+    blocks = attention_blocks(model)
     steps = []
     for step in range(config.iterative_steps):
         _score(model, config, context)
         pruner.step()
+        _update_attention(blocks, pruner)
         model.zero_grad(set_to_none=True)
         fit = context.train(
             model,

@@ -18,7 +18,8 @@ granularity, params, values stored, estimated coded bytes, coded bits per stored
 ``float`` (tensors left float, with the reason) and ``summary`` (the metric before, right after
 the quantizers went in, and after; folded batch norms; the budget's allocation; with ``rate``,
 the estimated coded bytes before and after training; with ``gptq``, each layer's relative
-output error on the calibration inputs under GPTQ and under round-to-nearest).
+output error on the calibration inputs under GPTQ and under round-to-nearest, and which of the
+two it kept: GPTQ's codes, or round-to-nearest's where they do better).
 """
 
 from __future__ import annotations
@@ -578,7 +579,7 @@ def _gptq(
     )
     summary["gptq"] = {"layers": rows, "rounded": left}
     context.log(f"gptq: {len(rows)} layer(s), {len(left)} rounded to nearest instead")
-    return {r["name"]: "gptq" for r in rows}
+    return {r["name"]: r["method"] for r in rows}
 
 
 def _qat(

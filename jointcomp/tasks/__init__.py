@@ -19,9 +19,17 @@ all use the same loss and the same metric.
 1.0
 """
 
-from .base import Task, select_output
+from .base import Task, format_metric, select_output
 from .classify import ClassifyTask
 from .distill import DistillTask
 from .spec import TaskSpec, make_task
 
-__all__ = ["ClassifyTask", "DistillTask", "Task", "TaskSpec", "make_task", "select_output"]
+__all__ = [
+    "ClassifyTask",
+    "DistillTask",
+    "Task",
+    "TaskSpec",
+    "format_metric",
+    "make_task",
+    "select_output",
+]

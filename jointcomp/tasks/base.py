@@ -12,6 +12,19 @@ from ..errors import RecipeError
 
 Output = str | int | None  # which output a task reads: a key/attribute name, an index, or all
 
+# metrics that are fractions shown as percentages (the rest: plain numbers, 4 decimals)
+PERCENT_METRICS = frozenset({"top-1", "top-1 agreement"})
+
+
+def format_metric(name: str, value: float | None) -> str:
+    """``value`` of the metric ``name`` as reports print it: ``87.12%`` for top-1 (and top-1
+    agreement), ``0.9876`` for fidelity figures such as mean cosine; ``–`` when unmeasured."""
+    if value is None:
+        return "–"
+    if name in PERCENT_METRICS:
+        return f"{100 * value:.2f}%"
+    return f"{value:.4f}"
+
 
 def select_output(output: Any, which: Output = None) -> torch.Tensor:
     """The tensor a task reads from a model's output: the output itself when it is a tensor;

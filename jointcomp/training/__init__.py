@@ -1,8 +1,15 @@
 """Training and measuring: the settings (``TrainSpec``, a stage's ``FinetuneSpec``), the fine-tune
 loop (``fit``), the fine-tune callable stages use (``Trainer``) and measurements without training
-(``evaluate``, ``evaluate_loss``, ``run_with_hooks``, ``recalibrate_batchnorm``)."""
+(``evaluate``, ``measure_task``, ``evaluate_loss``, ``run_with_hooks``,
+``recalibrate_batchnorm``)."""
 
-from .evaluate import evaluate, evaluate_loss, recalibrate_batchnorm, run_with_hooks
+from .evaluate import (
+    evaluate,
+    evaluate_loss,
+    measure_task,
+    recalibrate_batchnorm,
+    run_with_hooks,
+)
 from .fit import ExtraLoss, FitResult, fit, is_main_process, world
 from .specs import AugmentSpec, DistillSpec, FinetuneSpec, TrainSpec
 from .trainer import Finetune, Trainer, asks_distillation, asks_input_teacher, frozen_copy
@@ -23,6 +30,7 @@ __all__ = [
     "fit",
     "frozen_copy",
     "is_main_process",
+    "measure_task",
     "recalibrate_batchnorm",
     "run_with_hooks",
     "world",
