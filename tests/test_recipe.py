@@ -182,10 +182,12 @@ def test_test_split_is_a_fraction_or_null(tmp_path: Path) -> None:
 )
 def test_bundled_recipes_report_a_held_out_test_split(path: Path) -> None:
     """Every bundled recipe chooses on a validation split carved from its training data; one
-    on a dataset without a test split (digits, WordNet's glosses) holds one out."""
+    on a dataset without a test split (digits, WordNet's glosses, an image folder) holds one out."""
     data = load_recipe(path).data
     assert 0 < data.val_split < 1
-    assert (data.test_split is not None) == (data.dataset in ("digits", "wordnet")), path.name
+    assert (data.test_split is not None) == (
+        data.dataset in ("digits", "wordnet", "image-folder")
+    ), path.name
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
