@@ -166,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="rows of an earlier run's --json on the same sentences (e.g. the NNCodec sweep)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from transformers import BertModel
@@ -194,19 +201,29 @@ def main(argv: list[str] | None = None) -> int:
         row["seconds"] = round(time.perf_counter() - start, 1)
         report = path.parent / "report.json"
         if report.is_file():
-            row["run_seconds"] = json.loads(report.read_text()).get("wall_seconds")
+            row["run_seconds"] = json.loads(report.read_text()).get("seconds")
         rows.append(row)
     rows += nncodec_rows(bert, args.qp, measure_bert) if args.qp else []
+    for earlier in args.include:
+        saved = json.loads(earlier.read_text())
+        if saved.get("sentences") != len(reference) or saved.get("fp32_bytes") != fp32:
+            raise SystemExit(f"{earlier}: measured on other sentences or another model")
+        rows += saved["rows"]
 
-    print("| method | bytes | × vs fp32 | mean cosine | p5 cosine | top-10 NN agreement |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| method | bytes | × vs fp32 | mean cosine | p5 cosine | top-10 NN agreement | run (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: r["bytes"]):
+        run = r.get("run_seconds")
         print(
             f"| {r['method']} | {r['bytes']:,} | {fp32 / r['bytes']:.1f}× | "
-            f"{r['mean_cosine']:.4f} | {r['p5_cosine']:.4f} | {r['nn_agreement']:.3f} |"
+            f"{r['mean_cosine']:.4f} | {r['p5_cosine']:.4f} | {r['nn_agreement']:.3f} | "
+            f"{'–' if run is None else f'{run:,.0f}'} |"
         )
     if args.json:
-        args.json.write_text(json.dumps({"fp32_bytes": fp32, "rows": rows}, indent=1) + "\n")
+        record = {"fp32_bytes": fp32, "sentences": len(reference), "rows": rows}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 
