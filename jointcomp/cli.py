@@ -255,6 +255,32 @@ def _stored_row(entry: Any) -> list[str]:
     ]
 
 
+def _file_summary(file: str, frame: Any, manifest: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """What `inspect` reports of any file, with or without building its structure."""
+    return {
+        "file": file,
+        "bytes": frame.file_bytes,
+        "header_bytes": frame.header_bytes,
+        "payload_bytes": frame.file_bytes - frame.header_bytes,
+        "builder": manifest.builder,
+        "kwargs": manifest.kwargs,
+        "edits": len(manifest.edits),
+        "ties": len(manifest.ties),
+        "meta": meta,
+    }
+
+
+def _print_overview(file: str, frame: Any, manifest: Any) -> None:
+    payload = frame.file_bytes - frame.header_bytes
+    out.print(
+        plain(
+            f"{file}: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
+            f"{payload:,} payload ({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
+        )
+    )
+    _print_edits(manifest)
+
+
 def _print_edits(manifest: Any) -> None:
     out.print(
         plain(
@@ -298,15 +324,7 @@ def inspect(file: str, as_json: bool, structure: bool, trust: bool) -> None:
 
     implied = needs_structure(entries)
     summary = {
-        "file": file,
-        "bytes": frame.file_bytes,
-        "header_bytes": frame.header_bytes,
-        "payload_bytes": frame.file_bytes - frame.header_bytes,
-        "builder": manifest.builder,
-        "kwargs": manifest.kwargs,
-        "edits": len(manifest.edits),
-        "ties": len(manifest.ties),
-        "meta": meta,
+        **_file_summary(file, frame, manifest, meta),
         "structure": False,
         "table_needs_structure": implied,
         "table": entries,
@@ -314,14 +332,7 @@ def inspect(file: str, as_json: bool, structure: bool, trust: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    out.print(
-        plain(
-            f"{file}: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
-            f"{summary['payload_bytes']:,} payload "
-            f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
-        )
-    )
-    _print_edits(manifest)
+    _print_overview(file, frame, manifest)
     table = Table(title=plain(f"tensor table as stored: {len(entries):,} entries"))
     for h in ("tensor", "shape", "dtype", "codec", "bytes"):
         table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
@@ -365,29 +376,14 @@ def _inspect_structure(file: str, data: bytes, as_json: bool, trust: bool) -> No
             }
         )
     summary = {
-        "file": file,
-        "bytes": frame.file_bytes,
-        "header_bytes": frame.header_bytes,
-        "payload_bytes": frame.file_bytes - frame.header_bytes,
-        "builder": manifest.builder,
-        "kwargs": manifest.kwargs,
-        "edits": len(manifest.edits),
-        "ties": len(manifest.ties),
-        "meta": meta,
+        **_file_summary(file, frame, manifest, meta),
         "structure": True,
         "tensors": rows,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    out.print(
-        plain(
-            f"{file}: {frame.file_bytes:,} bytes = {frame.header_bytes:,} header + "
-            f"{summary['payload_bytes']:,} payload "
-            f"({100 * frame.header_bytes / frame.file_bytes:.1f}% header)"
-        )
-    )
-    _print_edits(manifest)
+    _print_overview(file, frame, manifest)
     table = Table()
     for h in ("tensor", "shape", "dtype", "codec", "bytes", "bits/elem", "H0 bound (bytes)"):
         table.add_column(h, justify="left" if h in ("tensor", "codec", "dtype") else "right")
