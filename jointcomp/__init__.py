@@ -9,6 +9,7 @@ A function per technique, each usable on any ``nn.Module`` (``prune``, ``decompo
                                                {"quantize": {"ptq": {}}}], data=batches)
     jointcomp.save(model, "model.jcz", builder="torchvision:resnet18")
     model = jointcomp.load("model.jcz")                    # bit-exact, eval mode
+    fast = jointcomp.load("model.jcz", runtime="fast", example=x)  # int8, timed; not exact
     result = jointcomp.run("recipes/quickstart.yaml")      # a whole recipe, with reports
 
 Names are imported on first use, so ``import jointcomp`` stays fast.
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .context import Context, Step
     from .pipeline import RunResult
     from .recipe import Recipe
+    from .runtime import to_fast
     from .stages import (
         DecomposeConfig,
         EncodeConfig,
@@ -86,11 +88,22 @@ _LAZY = {
     "Step": "jointcomp.context",
     "Recipe": "jointcomp.recipe",
     "RunResult": "jointcomp.pipeline",
+    "to_fast": "jointcomp.runtime",
     "FinetuneSpec": "jointcomp.training",
     "Trainer": "jointcomp.training",
     "TrainSpec": "jointcomp.training",
 }
-_SUBMODULES = ("models", "data", "codec", "tensor", "nn", "quant", "container", "stages")
+_SUBMODULES = (
+    "models",
+    "data",
+    "codec",
+    "tensor",
+    "nn",
+    "quant",
+    "container",
+    "stages",
+    "runtime",
+)
 
 
 def run(
@@ -159,4 +172,5 @@ __all__ = [
     "run",
     "save",
     "share",
+    "to_fast",
 ]

@@ -48,6 +48,8 @@ from .container import Artifact, open_artifact
 from .context import Context, Step
 from .errors import JointcompError, RecipeError
 from .nn.sparsity import mark_fixed_zeros
+from .plan import Target as PlanTarget
+from .plan import make_plan
 from .stages import (
     STAGES,
     DecomposeConfig,
@@ -69,6 +71,20 @@ from .training import Trainer, TrainSpec, asks_distillation, frozen_copy
 TaskLike = Task | TaskSpec | str | Mapping[str, Any] | None
 
 Log = Callable[[str], None]
+
+
+def _target(target: Any) -> PlanTarget:
+    """``target`` as a plan Target: the object, or its dict validated (RecipeError naming each
+    bad key)."""
+    if isinstance(target, PlanTarget):
+        return target
+    if not isinstance(target, Mapping):
+        raise TypeError(f"target: expected a Target or its dict, got {type(target).__name__}")
+    try:
+        return PlanTarget.model_validate(target)
+    except ValidationError as exc:
+        lines = format_validation_error(exc, PlanTarget, prefix="target")
+        raise RecipeError("invalid target\n  " + "\n  ".join(lines)) from None
 
 
 def _config(cls: type[StageConfig], config: Any) -> StageConfig:
@@ -361,6 +377,7 @@ def compress(
     kwargs: dict[str, Any] | None = None,
     task: TaskLike = None,
     trust: bool = False,
+    target: Any = None,
 ) -> Step:
     """Run ``stages`` in order on ``model`` (each seeded from ``seed`` and its position, as a
     recipe run does). ``stages``: a list of configs or ``{name: params}`` entries, a Recipe, or
@@ -370,7 +387,11 @@ def compress(
     sensitivity compares with, and no labels are read. A task ``"package.module:callable"``
     is imported and run only with ``trust=True``. With ``path`` (and ``builder``), the result
     is written there (the list's ``encode`` settings, or the defaults) and the module decoded
-    from the file is returned. The record holds each stage's record.
+    from the file is returned. The record holds each stage's record. ``target`` (a
+    ``jointcomp.plan.Target`` or its dict, e.g. ``{"bytes": 20000}``; a recipe's own target
+    otherwise) plans the prune, decompose and quantize stages' per-layer settings jointly,
+    again before each of them on the model as it is; the plans are in the record's ``plans``
+    (the closed loop that re-runs a missed target is the recipe pipeline's).
 
     >>> import torch, jointcomp
     >>> from torch import nn
@@ -411,8 +432,20 @@ def compress(
     distils = not (finetune is None or callable(finetune)) and asks_distillation(finetune, *configs)
     # the model as given teaches every stage, and is the original a distill task compares with
     teacher = frozen_copy(model) if distils or task.needs_reference else None
-    records = []
-    for index, config in enumerate(configs):
+    records: list[dict[str, Any]] = []
+    plans: list[dict[str, Any]] = []
+    if target is None and not isinstance(stages, (list, tuple)):
+        from .recipe import Recipe, load_recipe
+
+        if isinstance(stages, Recipe):
+            target = stages.target
+        elif isinstance(stages, (str, Path)):
+            target = load_recipe(stages).target
+    goal = None if target is None else _target(target)
+    dense, byte_target = sum(p.numel() for p in model.parameters()) * 4, None
+    index = 0
+    while index < len(configs):
+        config = configs[index]
         context_seed = stage_seed(seed, index)
         torch.manual_seed(context_seed)
         start = time.perf_counter()
@@ -422,6 +455,22 @@ def compress(
             config.stage, model, data=data, finetune=finetune, device=device, seed=context_seed,
             log=log, evaluate=evaluate, task=task, teacher=teacher, config=config,
         )  # fmt: skip
+        if goal is not None and config.stage in ("prune", "decompose", "quantize"):
+            plan = make_plan(
+                model, configs[index:], goal, context, dense_bytes=dense, byte_target=byte_target
+            )
+            byte_target = plan.byte_target
+            plans.append(plan.to_dict())
+            configs[index:] = plan.apply(configs[index:])
+            config = configs[index]
+            if STAGES[config.stage].terminal:
+                break
+            context = _context(
+                config.stage, model, data=data, finetune=finetune, device=device,
+                seed=context_seed, log=log, evaluate=evaluate, task=task, teacher=teacher,
+                config=config,
+            )  # fmt: skip
+        index += 1
         model, record = apply_stage(model, config, context)
         records.append(
             {"name": config.stage, "seconds": round(time.perf_counter() - start, 3),
@@ -433,7 +482,7 @@ def compress(
         config = configs[-1] if encodes else EncodeConfig()
         model, record = encode(model, config, path=path, builder=builder, kwargs=kwargs)
         records.append({"name": "encode", "record": record})
-    return Step(model, {"stages": records})
+    return Step(model, {"stages": records, **({"plans": plans} if goal is not None else {})})
 
 
 def save(
@@ -473,8 +522,31 @@ def open_file(source: str | Path | bytes, *, trust: bool = False) -> Artifact:
     return artifact
 
 
-def load(source: str | Path | bytes, *, trust: bool = False) -> nn.Module:
-    """The module stored in a .jcz file, rebuilt bit-exactly, in eval mode (see ``open_file``).
-    Its quantized tensors keep their integers and its fixed zero patterns stay marked, so it
-    can be compressed further."""
-    return open_file(source, trust=trust).model
+RUNTIMES = ("exact", "fast")
+
+
+def load(
+    source: str | Path | bytes,
+    *,
+    trust: bool = False,
+    runtime: str = "exact",
+    example: Any = None,
+    threads: int = 1,
+) -> nn.Module:
+    """The module stored in a .jcz file, in eval mode (see ``open_file``).
+
+    ``runtime="exact"`` (the default): rebuilt bit-exactly; its quantized tensors keep their
+    integers and its fixed zero patterns stay marked, so it can be compressed further.
+    ``runtime="fast"``: the same module made for CPU inference by
+    :func:`jointcomp.runtime.to_fast` — int8 kernels on the file's integers, each factorized
+    layer dense or factorized by its time on ``example`` (model inputs) at ``threads``
+    threads; not bit-exact, and it carries a report of what it chose
+    (``jointcomp.runtime.runtime_report``)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    model = open_file(source, trust=trust).model
+    if runtime == "exact":
+        return model
+    from .runtime import to_fast
+
+    return to_fast(model, example, threads=threads)

@@ -173,6 +173,17 @@ def run(
             f"{format_metric(name, fin['metric'])}, drop {fell})"
         )
     )
+    runtimes = fin.get("runtimes", {}).get("latency_ms", {})
+    if runtimes:
+        batch = min((b for t in runtimes.values() for b in t), key=int)
+        speed = fin["runtimes"].get("speedup", {})
+        cells = [
+            f"{name} {t[batch]:.3f} ms"
+            + (f" ({speed[name][batch]:.2f}×)" if batch in speed.get(name, {}) else "")
+            for name, t in runtimes.items()
+            if batch in t
+        ]
+        out.print(plain(f"deploy  batch {batch}: " + ", ".join(cells)))
     out.print(plain(f"reports {result.out_dir / 'report.md'}  {result.out_dir / 'report.html'}"))
 
 
@@ -193,6 +204,31 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
             f"stages: {names}; output: {output_dir(parsed)}"
         )
     )
+
+
+@cli.command(name="plan")
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
+@_friendly
+def plan_command(recipe: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Print the allocation RECIPE's target makes per layer (what prune, decompose and
+    quantize do there, predicted bytes and loss change), without running the stages. The
+    baseline is trained first when it is not cached."""
+    from .pipeline import plan_recipe
+    from .recipe import load_recipe
+
+    plan = plan_recipe(load_recipe(_resolve_recipe(recipe), overrides))
+    if as_json:
+        out.print_json(json.dumps(plan.to_dict()))
+        return
+    table = Table(title=f"plan for {plan.stages[0]} → … ({plan.target_text})")
+    for header in ("layer", "plan", "predicted bytes", "Δ val loss", "options"):
+        table.add_column(header, justify="left" if header in ("layer", "plan") else "right")
+    for row in plan.rows():
+        _row(table, row)
+    out.print(table)
+    out.print(plain(plan.summary()))
 
 
 def _entropy_bits(values: Any) -> float:
@@ -438,6 +474,77 @@ def decode(file: str, target: str, force: bool, trust: bool) -> None:
         save(state, metadata={"source": source.name, "builder": artifact.manifest.builder}),
     )
     out.print(plain(f"wrote {target}: {len(state)} tensors"))
+
+
+@cli.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="model.onnx | model.pt2 | dense.safetensors | DIR (a transformers folder)",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "pt2", "safetensors", "transformers"]),
+    default=None,
+    help="default: from --to's suffix (a path without one: transformers)",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["dynamic", "qdq", "float"]),
+    default=None,
+    help="ONNX integer weights: dynamic (int8 MatMulInteger, the default: fastest in "
+    "onnxruntime), qdq (DequantizeLinear of the exact integers) or float",
+)
+@click.option("--input-shape", default=None, help="example input shape, e.g. 1,3,32,32")
+@click.option("--input-dtype", default=None, help="example input dtype (default float32)")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17)")
+@click.option("--no-check", is_flag=True, help="skip comparing the export with the module")
+@click.option("--force", is_flag=True, help="replace an existing --to (never FILE itself)")
+@click.option("--trust", is_flag=True, help="allow a builder outside the allow-list")
+@_friendly
+def export_cmd(
+    file: str,
+    target: str,
+    fmt: str | None,
+    weights: str | None,
+    input_shape: str | None,
+    input_dtype: str | None,
+    opset: int | None,
+    no_check: bool,
+    force: bool,
+    trust: bool,
+) -> None:
+    """Export FILE's model for deployment: ONNX (integer weights kept, checked in
+    onnxruntime), a torch.export program (.pt2), a dense state dict (.safetensors: the
+    original architecture's keys, factorized layers as dense weight/bias) or a transformers
+    folder (config.json + model.safetensors).
+
+    Example inputs: --input-shape, else the recipe of the run folder FILE sits in, else
+    [1, 128] token ids for transformers models."""
+    from .export import export_file
+
+    report = export_file(
+        file, target, fmt=fmt, weights=weights, input_shape=input_shape,
+        input_dtype=input_dtype, opset=opset, check=not no_check, force=force, trust=trust,
+    )  # fmt: skip
+    size = f"{report['bytes']:,} bytes" if "bytes" in report else f"{report['tensors']} tensors"
+    line = f"wrote {target} ({report['format']}, {size}"
+    if report.get("weights"):
+        counts = ", ".join(f"{v} {k}" for k, v in report["tensors"].items() if v)
+        line += f"; weights {report['weights']}: {counts or 'none quantized'}"
+    out.print(plain(line + ")"))
+    if "inputs" in report:
+        out.print(plain(f"example input: {report['inputs']} {report['input_shapes']}"))
+    if "max_abs_err" in report:
+        figures = [f"max abs err {report['max_abs_err']:.3g}", f"cosine {report['cosine']:.6f}"]
+        if "top1_agreement" in report:
+            figures.append(f"top-1 agreement {report['top1_agreement']:.2%}")
+        if "exact_max_abs_err" in report:
+            figures.append(f"with float kernels {report['exact_max_abs_err']:.3g}")
+        out.print(plain("check: " + ", ".join(figures)))
 
 
 @cli.command()

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .audit import audit_run
+from .audit import LatencyGateError, audit_run, check_latency_gate
+from .audit.report import write_reports
 from .baseline import get_baseline, recipe_data
 from .batches import Batches
 from .config import StageConfig, printable, short
@@ -33,6 +34,10 @@ from .models import is_allowed_builder
 from .models.resolve import check_builder, file_builder
 from .nn.modules import count_params
 from .nn.sparsity import fixed_zero_names, mark_fixed_zeros
+from .plan import make_plan
+from .plan.loop import bit_floor, corrections, next_try, stage_drops
+from .plan.report import planned_vs_measured
+from .plan.target import drop_units
 from .recipe import Recipe, recipe_to_data
 from .stages import STAGES, EncodeConfig, apply_stage, stage_seed
 from .stages.encode import encode
@@ -245,6 +250,11 @@ def run(
     stages = planned_stages(recipe)
     out_dir = output_dir(recipe)
     # everything that can fail is checked before the output folder is touched
+    if resume and recipe.target is not None:
+        raise RecipeError(
+            "--resume: a run with a target re-plans and may re-run its stages; start it again "
+            "(--force) instead"
+        )
     state, replace = _check_output(out_dir, recipe, resume, force)
     torch.manual_seed(recipe.seed)
     if recipe.threads:
@@ -274,10 +284,17 @@ def run(
             log=lambda message: console.print(Text(printable(str(message)))),
             task=task,
         )
-        model, records = _run_stages(
-            recipe, stages, state, baseline, data, kwargs, device, out_dir, progress, console,
-            task,
-        )  # fmt: skip
+        if recipe.target is None:
+            model, records = _run_stages(
+                recipe, stages, state, baseline, data, kwargs, device, out_dir, progress,
+                console, task,
+            )  # fmt: skip
+            planning = None
+        else:
+            model, records, planning = _run_targeted(
+                recipe, stages, state, baseline, data, kwargs, device, out_dir, progress,
+                console, task,
+            )  # fmt: skip
     model_path = out_dir / stages[-1].filename
     report = None
     if main:
@@ -294,6 +311,16 @@ def run(
             elapsed=time.perf_counter() - t0,
             task=task,
         )
+        if planning is not None:
+            report["plan"] = planned_vs_measured(planning, report)
+            write_reports(report, out_dir, html_too=recipe.audit.html)
+        gate = recipe.audit.max_latency_ratio
+        if gate is not None:
+            failure = check_latency_gate(report["final"].get("runtimes", {}), gate)
+            report["latency_gate"] = {"max_ratio": gate, "passed": failure is None}
+            write_reports(report, out_dir, html_too=recipe.audit.html)
+            if failure:
+                raise LatencyGateError(failure)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return RunResult(out_dir, model_path, report or {}, model)
@@ -420,8 +447,13 @@ def _run_stages(
     progress: Any,
     console: Console,
     task: Task,
+    before_stage: Any = None,
+    reuse: Any = None,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
-    """Run (or skip, when resuming) each stage; checkpoint after each."""
+    """Run (or skip, when resuming) each stage; checkpoint after each. ``before_stage(index,
+    model, stages, context)`` (a target's planner) may rewrite the stages still to run;
+    ``reuse(index, config, records)`` (a target's later tries) may return (model, record) of
+    an earlier run of the same stages instead of running it."""
     done: list[dict[str, Any]] = state.get("stages", [])
     for i, rec in enumerate(done):
         if i >= len(stages) or rec.get("fingerprint") != _stage_fingerprint(stages[i]):
@@ -435,12 +467,25 @@ def _run_stages(
         model = copy.deepcopy(baseline)
     teacher = frozen_copy(baseline)
     records = list(done)
-    for index in range(len(done), len(stages)):
-        config = stages[index]
-        name = config.stage
+    index = len(done)
+    while index < len(stages):
+        name = stages[index].stage
         context = _stage_context(
             recipe, index, name, data, teacher, device, progress, console, task
         )
+        if before_stage is not None:
+            stages[index:] = before_stage(index, model, stages[index:], context)
+            name = stages[index].stage
+            context.name = name
+        config = stages[index]
+        found = reuse(index, config, records) if reuse is not None else None
+        if found is not None:  # the same stage on the same input: an earlier try's checkpoint
+            model, record = found
+            records.append(record)
+            if is_main_process():
+                write_atomic(out_dir / STATE_FILE, _state_bytes(state["fingerprint"], records))
+            index += 1
+            continue
         torch.manual_seed(context.seed)
         console.print(Text(f"stage {index}: {name}", style="bold"))
         start = time.perf_counter()
@@ -487,7 +532,242 @@ def _run_stages(
         records.append(record)
         if is_main_process():
             write_atomic(out_dir / STATE_FILE, _state_bytes(state["fingerprint"], records))
+        index += 1
     return model, records
+
+
+PLANNED = ("prune", "decompose", "quantize")
+
+
+def _planner(recipe: Recipe, plans: list[dict[str, Any]], aim: dict[str, Any], dense: int):
+    """The hook that plans each planned stage (and those after it) on the model as it is, for
+    ``aim`` (this try's byte target, recovery and per-layer corrections)."""
+
+    def before_stage(index: int, model: torch.nn.Module, rest: list, context: Context) -> list:
+        if rest[0].stage not in PLANNED:
+            return rest
+        if rest[0].stage == "prune" and not rest[0].structured:
+            return rest
+        plan = make_plan(
+            model, rest, recipe.target, context, dense_bytes=dense,
+            byte_target=aim["byte_target"], corrections=aim["corrections"],
+            recovery=aim["recovery"], min_bits=aim.get("min_bits"),
+        )  # fmt: skip
+        aim["byte_target"] = plan.byte_target  # a max_drop target is a size from here on
+        entry = plan.to_dict()
+        entry["index"] = index
+        plans.append(entry)
+        context.log(
+            f"plan: {len(plan.layers)} layers, predicted {plan.predicted_bytes:,} B for a "
+            f"target of {plan.byte_target:,} B ({plan.seconds:.1f} s)"
+        )
+        return plan.apply(rest)
+
+    return before_stage
+
+
+def _reuser(
+    out_dir: Path,
+    earlier: list[tuple[int, list[dict[str, Any]]]],
+    recipe: Recipe,
+    kwargs: dict[str, Any],
+    device: torch.device,
+    console: Console,
+):
+    """The hook that skips a stage an earlier try ran with the same settings on the same input
+    (every stage before it reused too, with the same settings): its checkpoint from that try's
+    folder (SHA-256 checked), copied into this run's checkpoints."""
+
+    def reuse(index: int, config: StageConfig, records: list[dict[str, Any]]):
+        if STAGES[config.stage].terminal or any(not r.get("reused") for r in records):
+            return None
+        prints = [r["fingerprint"] for r in records] + [_stage_fingerprint(config)]
+        for attempt, done in reversed(earlier):
+            if len(done) <= index or [r["fingerprint"] for r in done[: index + 1]] != prints:
+                continue
+            record = dict(done[index])
+            kept = f"tries/{attempt:02d}/{record['checkpoint']}"
+            ckpt = _open_checkpoint(out_dir, {**record, "checkpoint": kept}, recipe, kwargs)
+            mark_fixed_zeros(ckpt.model, ckpt.meta.get("sparse", []))
+            if is_main_process():
+                (out_dir / record["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(out_dir / kept, out_dir / record["checkpoint"])
+            _say(console, "target:", f"stage {index} {config.stage}: as in try {attempt} ({kept})")
+            record.update(reused=f"try {attempt}", seconds=0.0)
+            return ckpt.model.to(device).eval(), record
+        return None
+
+    return reuse
+
+
+def _run_targeted(
+    recipe: Recipe,
+    stages: list[StageConfig],
+    state: dict[str, Any],
+    baseline: torch.nn.Module,
+    data: Any,
+    kwargs: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    progress: Any,
+    console: Console,
+    task: Task,
+) -> tuple[torch.nn.Module, list[dict[str, Any]], dict[str, Any]]:
+    """The closed loop of a target: plan, run the stages (re-planning before each planned
+    one), measure the written file (its bytes per layer; under max_drop its validation drop),
+    and when it missed, correct the plan per layer by how far the file missed its prediction
+    (and the size or the one-shot allowance, ``plan.loop.next_try``; under max_drop, a bit
+    width whose QAT lost most of the drop is not planned again, ``plan.loop.bit_floor``) and
+    run the stages again, from the last stage whose settings changed (earlier ones reuse the
+    previous try's checkpoints), at most ``target.tries`` runs. Each try's file and
+    checkpoints are kept under tries/; the best one (the file within the target; the smallest
+    such under max_drop) ends as the run's. Every decision uses the validation split."""
+    target = recipe.target
+    assert target is not None
+    dense = count_params(baseline) * 4
+    context = _stage_context(
+        recipe, 0, "plan", data, frozen_copy(baseline), device, progress, console, task
+    )
+    base_metric = context.score(baseline)
+    units = drop_units(task.metric)
+    aim: dict[str, Any] = {
+        "byte_target": target.byte_target(dense), "recovery": None, "corrections": {},
+        "min_bits": None,
+    }  # fmt: skip
+    tries: list[dict[str, Any]] = []
+    results: list[tuple[torch.nn.Module, list[dict[str, Any]]]] = []
+    for attempt in range(target.tries):
+        plans: list[dict[str, Any]] = []
+        aim = {**aim, "corrections": dict(aim["corrections"])}
+        asked = dict(aim)
+        _say(
+            console,
+            "target:",
+            f"try {attempt + 1}/{target.tries}, byte target "
+            f"{aim['byte_target'] or 'from max_drop'}"
+            + (f", recovery {aim['recovery']}" if aim["recovery"] is not None else ""),
+        )
+        earlier = [(i + 1, r) for i, (_, r) in enumerate(results)]
+        model, records = _run_stages(
+            recipe, list(stages), {"fingerprint": state["fingerprint"], "stages": []},
+            baseline, data, kwargs, device, out_dir, progress, console, task,
+            before_stage=_planner(recipe, plans, aim, dense),
+            reuse=_reuser(out_dir, earlier, recipe, kwargs, device, console),
+        )  # fmt: skip
+        final = records[-1]
+        file_bytes = int(final["record"].get("file_bytes", 0))
+        metric = final.get("val_metric")
+        drop = None
+        if base_metric is not None and metric is not None:
+            drop = round((base_metric - metric) * units, 4)
+        wanted = target.byte_target(dense)
+        ran = next((r for r in records if not r.get("reused")), records[-1])
+        entry = {
+            "try": attempt + 1,
+            "byte_target": aim["byte_target"],
+            "asked_byte_target": asked["byte_target"],
+            "recovery": asked["recovery"]
+            if asked["recovery"] is not None
+            else (target.recovery if target.max_drop is not None else None),
+            "corrections": asked["corrections"],
+            "restarted_from": f"{ran['index']}-{ran['name']}",
+            "reused": [f"{r['index']}-{r['name']}" for r in records if r.get("reused")],
+            "min_bits": asked["min_bits"],
+            "stage_drops": stage_drops(
+                base_metric,
+                [(f"{r['index']}-{r['name']}", r.get("val_metric")) for r in records],
+                units,
+            ),
+            "wanted_bytes": wanted,
+            "predicted_bytes": plans[-1]["predicted_bytes"] if plans else None,
+            "file_bytes": file_bytes,
+            "val_metric": metric,
+            "drop": drop,
+            "within": (drop is not None and drop <= target.max_drop)
+            if target.max_drop is not None
+            else file_bytes <= (wanted or 0),
+            "plans": plans,
+            "planning_seconds": round(sum(p["seconds"] for p in plans), 3),
+            "stage_seconds": round(sum(r["seconds"] for r in records), 3),
+        }
+        tries.append(entry)
+        _say(
+            console,
+            "target:",
+            f"try {attempt + 1}: {file_bytes:,} B (predicted {entry['predicted_bytes']}), "
+            f"val drop {drop}, within: {entry['within']}",
+        )
+        if is_main_process():
+            keep = out_dir / "tries" / f"{attempt + 1:02d}"
+            if keep.exists():
+                shutil.rmtree(keep)
+            keep.mkdir(parents=True)
+            shutil.copy2(out_dir / stages[-1].filename, keep / stages[-1].filename)
+            shutil.copytree(out_dir / "checkpoints", keep / "checkpoints")
+        results.append((model, records))
+        if plans:
+            aim["corrections"] = corrections(
+                asked["corrections"], plans[-1], final["record"].get("tensors", {}), file_bytes
+            )
+        if target.max_drop is not None:  # bits that failed under training are not tried again
+            aim["min_bits"] = bit_floor(entry, aim["min_bits"])
+        nxt = next_try(target, tries, units)
+        if nxt is None:
+            break
+        aim.update(nxt)
+    within = [i for i, t in enumerate(tries) if t["within"]]
+    if within and target.max_drop is not None:  # the smallest file within the drop
+        best = min(within, key=lambda i: tries[i]["file_bytes"])
+    elif within:  # the best validation metric within the size
+        best = max(within, key=lambda i: (tries[i]["val_metric"] or 0, -tries[i]["file_bytes"]))
+    else:  # none met it: the closest (the smallest file, or the smallest drop)
+        key = "file_bytes" if target.max_drop is None else "drop"
+        best = min(range(len(tries)), key=lambda i: tries[i][key] or 0)
+    if best != len(tries) - 1 and is_main_process():
+        keep = out_dir / "tries" / f"{best + 1:02d}"
+        shutil.copy2(keep / stages[-1].filename, out_dir / stages[-1].filename)
+        shutil.rmtree(out_dir / "checkpoints")
+        shutil.copytree(keep / "checkpoints", out_dir / "checkpoints")
+        write_atomic(out_dir / STATE_FILE, _state_bytes(state["fingerprint"], results[best][1]))
+    model, records = results[best]
+    planning = {
+        "target": target.model_dump(),
+        "base_val_metric": base_metric,
+        "tries": tries,
+        "best_try": best + 1,
+        "met": bool(within),
+    }
+    return model, records, planning
+
+
+def plan_recipe(recipe: Recipe, console: Console | None = None) -> Any:
+    """The first plan ``recipe``'s target makes (on its baseline, trained when not cached),
+    without running any stage."""
+    if recipe.target is None:
+        raise RecipeError("plan: the recipe has no target (target: {bytes|ratio|max_drop: ...})")
+    console = console or Console(stderr=True)
+    device = resolve_device(recipe.device)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    stages = planned_stages(recipe)
+    task = make_task(recipe.task)
+    data, kwargs = recipe_data(recipe)
+    _check_inputs(recipe, kwargs)
+    baseline, _ = get_baseline(
+        recipe, data, kwargs, device=device, log=lambda m: _say(console, "baseline:", m), task=task
+    )
+    index = next(i for i, c in enumerate(stages) if c.stage in PLANNED)
+    context = _stage_context(
+        recipe, index, "plan", data, frozen_copy(baseline), device, None, console, task
+    )
+    torch.manual_seed(context.seed)
+    return make_plan(
+        copy.deepcopy(baseline),
+        stages[index:],
+        recipe.target,
+        context,
+        dense_bytes=count_params(baseline) * 4,
+    )
 
 
 def run_file(path: str, overrides: tuple[str, ...] = (), **kwargs: Any) -> RunResult:

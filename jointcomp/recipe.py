@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .config import StageConfig, Strict, format_validation_error, short
 from .data.bundle import TEST_SELECTION
 from .errors import RecipeError
+from .plan.target import Target
 from .stages import STAGES
 from .tasks import TaskSpec
 from .training import TrainSpec
@@ -249,6 +250,25 @@ class AuditSpec(Strict):
     min_run_time: float = Field(0.3, gt=0, le=600, description="seconds of timing per measurement")
     macs: bool = True
     html: bool = True
+    runtimes: list[Literal["exact", "fast", "onnxruntime"]] = Field(
+        default_factory=lambda: ["exact", "fast", "onnxruntime"],
+        description=(
+            "how the file's model is timed, beside the baseline and interleaved with it: exact "
+            "(the bit-exact decoded module), fast (jointcomp.load(..., runtime='fast')), "
+            "onnxruntime (its ONNX export; skipped with a note when onnxruntime is missing)"
+        ),
+    )
+    rounds: int = Field(
+        3, ge=1, le=50, description="interleaved timing rounds (each runtime timed once per round)"
+    )
+    max_latency_ratio: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "latency gate: the run fails (after writing the file and the reports) when the fast "
+            "module's batch-1 latency exceeds this × the baseline's"
+        ),
+    )
 
     @field_validator("batch_sizes")
     @classmethod
@@ -256,6 +276,15 @@ class AuditSpec(Strict):
         if any(not 1 <= b <= 4096 for b in v):
             raise ValueError("each batch size must lie between 1 and 4096")
         return v
+
+    @model_validator(mode="after")
+    def _gate_needs_fast(self) -> AuditSpec:
+        if self.max_latency_ratio is not None and not (self.latency and "fast" in self.runtimes):
+            raise ValueError(
+                "max_latency_ratio gates the fast module's latency: it needs latency: true and "
+                "'fast' in runtimes"
+            )
+        return self
 
 
 class Recipe(Strict):
@@ -294,6 +323,12 @@ class Recipe(Strict):
         None, description="output directory (~ is your home); default runs/NAME"
     )
     audit: AuditSpec = Field(default_factory=AuditSpec)
+    target: Target | None = Field(
+        None,
+        description="one joint budget (bytes, ratio or max_drop) that decides the prune, "
+        "decompose and quantize stages' per-layer settings together (jointcomp.plan); the "
+        "stages keep their techniques and fine-tuning",
+    )
 
     @field_validator("name")
     @classmethod
@@ -419,6 +454,19 @@ def _task_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
+PLANNED_STAGES = ("prune", "decompose", "quantize")
+
+
+def _target_errors(recipe: Recipe) -> list[str]:
+    """A target allocates the prune, decompose and quantize stages' settings: one must run."""
+    if recipe.target is None or any(c.stage in PLANNED_STAGES for c in recipe.stages):
+        return []
+    return [
+        "target: allocates the settings of prune, decompose and quantize stages, and the "
+        "recipe has none of them"
+    ]
+
+
 def _file_name_errors(configs: list[StageConfig]) -> list[str]:
     """A stage's ``filename`` names a file inside the run folder: one plain name."""
     errors = []
@@ -452,6 +500,7 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
         recipe.stages = specs
         errors.extend(_number_errors(recipe_to_data(recipe)))
         errors.extend(_task_errors(recipe))
+        errors.extend(_target_errors(recipe))
     if errors or recipe is None:
         raise RecipeError(f"{source}: invalid recipe\n  " + "\n  ".join(errors))
     return recipe

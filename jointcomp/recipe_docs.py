@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from .config import Scope
+from .plan.target import Target
 from .recipe import AuditSpec, DataSpec, ModelSpec, Recipe
 from .stages import STAGES
 from .tasks import TaskSpec
@@ -103,6 +104,7 @@ def render() -> str:
         ("AugmentSpec", AugmentSpec),
         ("FinetuneSpec", FinetuneSpec),
         ("AuditSpec", AuditSpec),
+        ("Target", Target),
         ("Scope", Scope),
     ):
         doc = " ".join((model.__doc__ or "").split())

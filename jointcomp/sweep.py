@@ -135,7 +135,8 @@ def run_sweep(
             report = json.loads(report_path.read_text())
         else:
             console.print(f"[bold]sweep {i}/{len(recipes)}[/]: {label}")
-            partial = (run_dir / "state.json").is_file()
+            # a point with a target re-plans and re-runs from the start (no --resume there)
+            partial = (run_dir / "state.json").is_file() and recipe.target is None
             report = run(
                 recipe,
                 resume=resume and partial,

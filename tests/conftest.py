@@ -56,7 +56,8 @@ def tiny_recipe(tmp_path: Path, stages: list | None = None, **overrides: object)
         if stages is not None
         else [{"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}}, {"encode": {"codec": "auto"}}],
         "output": str(tmp_path / "run"),
-        "audit": {"batch_sizes": [1], "min_run_time": 0.02},
+        # the deployed runtimes (fast, onnxruntime) are timed by tests/test_audit_runtimes.py
+        "audit": {"batch_sizes": [1], "min_run_time": 0.02, "rounds": 1, "runtimes": ["exact"]},
     }
     recipe.update(overrides)
     return recipe

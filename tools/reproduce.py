@@ -222,6 +222,16 @@ def _minilm_commands(quick: bool) -> tuple[Command, ...]:
     return tuple(cmds)
 
 
+# the target table's quick run: a few thousand images, two tries, short fine-tunes
+TARGET_QUICK_RUN: Command = (
+    "jointcomp", "run", "recipes/lenet300-fashion-target.yaml", "--force",
+    *(x for o in ("data.limit=3000", "target.tries=2", *QUICK_SET,
+                  "output=runs/quick/lenet300-fashion-target") for x in ("--set", o)),
+)  # fmt: skip
+
+# the files of the deploy table: a small CNN, a pruned + factorized ResNet-20, a distilled MiniLM
+DEPLOY_RUNS = ("runs/quickstart", "runs/resnet20-fashion-budget", "runs/minilm-distill")
+
 TABLES: tuple[Table, ...] = (
     Table(
         "recipes",
@@ -278,6 +288,25 @@ TABLES: tuple[Table, ...] = (
         ("bench_minilm.py",),
         _minilm_commands(quick=False),
         _minilm_commands(quick=True),
+    ),
+    Table(  # times the files the recipes and minilm tables' runs wrote
+        "deploy",
+        ("export_check.py",),
+        (_tool("export_check.py", *DEPLOY_RUNS, "--weights", "dynamic", "--tokens", "128"),),
+        (
+            _tool(
+                "export_check.py", "runs/quick/quickstart", "--weights", "dynamic", "--rounds", "2"
+            ),
+        ),
+    ),
+    Table(
+        "target",
+        ("target_table.py",),
+        (
+            ("jointcomp", "run", "recipes/lenet300-fashion-target.yaml", "--force"),
+            _tool("target_table.py", "runs/lenet300-fashion-target"),
+        ),
+        (TARGET_QUICK_RUN, _tool("target_table.py", "runs/quick/lenet300-fashion-target")),
     ),
     Table(  # reads what the anchors table's bench_nncodec runs wrote: no measuring of its own
         "anchor-coders",

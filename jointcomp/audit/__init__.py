@@ -23,10 +23,13 @@ from ..training.evaluate import measure_task
 from .layers import layer_rows
 from .measure import count_params, dense_bytes, measure
 from .report import render_html, render_markdown, summary_rows, write_reports
+from .runtimes import LatencyGateError, check_latency_gate, time_runtimes
 
 __all__ = [
+    "LatencyGateError",
     "audit_file",
     "audit_run",
+    "check_latency_gate",
     "count_params",
     "dense_bytes",
     "measure",
@@ -107,6 +110,7 @@ def _final_row(
     base_bytes: int,
     task: Task,
     reference: nn.Module | None,
+    baseline: nn.Module | None,
 ) -> tuple[dict[str, Any], list]:
     artifact = open_artifact(path, trust=True)
     row = _measure_row(artifact.model, recipe, data, task, reference)
@@ -117,6 +121,10 @@ def _final_row(
         payload_bytes=artifact.payload_bytes,
         compression_ratio=base_bytes / artifact.file_bytes,
     )
+    if recipe.audit.latency and recipe.audit.runtimes:
+        row["runtimes"] = time_runtimes(
+            artifact.model, baseline, _example(data), data.test, recipe.audit
+        )
     return row, layer_rows(artifact)
 
 
@@ -141,7 +149,7 @@ def audit_run(
     base = _measure_row(baseline, recipe, data, task, reference)
     base["bytes"] = base["dense_bytes"]
     base.update(source=baseline_info)
-    final, layers = _final_row(model_path, recipe, data, base["bytes"], task, reference)
+    final, layers = _final_row(model_path, recipe, data, base["bytes"], task, reference, baseline)
     _drops(final, base)
     stages = []
     for rec in records:
@@ -208,7 +216,7 @@ def audit_file(
             "params": None,
             "note": "baseline not cached: bytes are the file's model at dense fp32",
         }
-    final, layers = _final_row(path, recipe, data, base["bytes"], task, reference)
+    final, layers = _final_row(path, recipe, data, base["bytes"], task, reference, baseline)
     _drops(final, base)
     return {
         "name": recipe.name,

@@ -58,6 +58,27 @@ def bytes_by_layer(report: dict[str, Any], top: int = 25) -> str:
     return _png(fig)
 
 
+def planned_bytes(report: dict[str, Any]) -> str:
+    """A target's plan: predicted bytes per layer and for the file beside the measured ones."""
+    plan = report["plan"]
+    rows = [r for r in plan["layers"] if r["measured_bytes"] is not None]
+    rows.append({"name": "(file)", **plan["file"]})
+    names = [r["name"] for r in rows]
+    y = range(len(rows))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.3))
+    ax.barh([i + 0.2 for i in y], [r["predicted_bytes"] or 0 for r in rows], height=0.4,
+            color="#dd8452", label="predicted")  # fmt: skip
+    ax.barh([i - 0.2 for i in y], [r["measured_bytes"] or 0 for r in rows], height=0.4,
+            color="#4c72b0", label="measured in the file")  # fmt: skip
+    ax.set_yticks(list(y), names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes (log)")
+    ax.set_title("Plan: predicted vs measured bytes")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both size (lower) and accuracy (higher)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))

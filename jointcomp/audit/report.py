@@ -177,6 +177,109 @@ def _figures(report: dict[str, Any]) -> str:
     )
 
 
+PLAN_HEADERS = ["layer", "plan", "predicted bytes", "measured bytes"]
+TRY_HEADERS = ["try", "byte target", "file bytes", "val drop", "within", "planning s", "stages s"]
+
+
+def plan_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A target's run: its tries, and the final plan's predicted bytes per layer and for the
+    file beside those measured in the file (none without a target)."""
+    plan = report.get("plan")
+    if not plan:
+        return []
+    tries = [
+        [
+            str(t["try"]),
+            _fmt_int(t["byte_target"]),
+            _fmt_int(t["file_bytes"]),
+            _cell(t["drop"]),
+            "yes" if t["within"] else "no",
+            _cell(t["planning_seconds"]),
+            _cell(t["stage_seconds"]),
+        ]
+        for t in plan["tries"]
+    ]
+    rows = [
+        [r["name"], r["what"], _fmt_int(r["predicted_bytes"]), _fmt_int(r["measured_bytes"])]
+        for r in plan["layers"]
+    ]
+    whole = plan["file"]
+    rows.append(
+        ["(file)", "", _fmt_int(whole["predicted_bytes"]), _fmt_int(whole["measured_bytes"])]
+    )
+    target = ", ".join(
+        f"{k}: {v}" for k, v in plan["target"].items() if k in ("bytes", "ratio", "max_drop") and v
+    )
+    return [
+        (f"Target ({target}): tries (best: {plan['best_try']})", TRY_HEADERS, tries),
+        ("Plan: predicted vs measured bytes (the best try's last plan)", PLAN_HEADERS, rows),
+    ]
+
+
+RUNTIME_NAMES = {
+    "baseline": "baseline (fp32)",
+    "exact": "file, exact",
+    "fast": "file, fast",
+    "onnxruntime": "file, onnxruntime",
+}
+
+
+def _deviation_cell(dev: dict[str, Any] | None) -> str:
+    if not dev:
+        return "–"
+    text = f"cos ≥ {dev['min_cosine']:.5f}"
+    if dev.get("top1_agreement") is not None:
+        text += f", top-1 agree {100 * dev['top1_agreement']:.1f}%"
+    return text
+
+
+def extra_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables after the per-layer one: each stage's layers, deployment, the target's plan."""
+    return stage_layer_tables(report) + runtime_tables(report) + plan_tables(report)
+
+
+def runtime_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The file's model as deployed: latency per runtime and batch size (timed interleaved
+    with the baseline), speed-up over the baseline, and each deployed form's deviation from the
+    exact module on the test split."""
+    rt = report["final"].get("runtimes")
+    if not rt or not rt.get("latency_ms"):
+        return []
+    times = rt["latency_ms"]
+    batches = sorted({b for t in times.values() for b in t}, key=int)
+    headers = (
+        ["runtime"]
+        + [f"b{b} (ms)" for b in batches]
+        + [f"× b{b}" for b in batches]
+        + ["vs exact on test"]
+    )
+    rows = []
+    for name, t in times.items():
+        speed = rt.get("speedup", {}).get(name, {})
+        dev = rt.get("deviation", {}).get(name)
+        if name == "exact":
+            cell = "bit-exact"
+        elif name == "baseline":
+            cell = "–"
+        else:
+            cell = _deviation_cell(dev)
+        rows.append(
+            [RUNTIME_NAMES.get(name, name)]
+            + [f"{t[b]:.3f}" if b in t else "–" for b in batches]
+            + [
+                ("1.00×" if name == "baseline" else f"{speed[b]:.2f}×")
+                if b in speed or name == "baseline"
+                else "–"
+                for b in batches
+            ]
+            + [cell]
+        )
+    title = f"Deployment: latency by runtime ({rt.get('rounds', 1)} interleaved rounds)"
+    if rt.get("notes"):
+        title += "; " + "; ".join(rt["notes"])
+    return [(title, headers, rows)]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     table = _md_table
 
@@ -201,7 +304,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ".",
         "",
     ]
-    for title, headers, rows in stage_layer_tables(report):
+    for title, headers, rows in extra_tables(report):
         parts += [f"## {title}", "", table(headers, rows), ""]
     return "\n".join(parts)
 
@@ -255,8 +358,14 @@ def render_html(report: dict[str, Any]) -> str:
     intro = render_markdown(report).split("\n")[2].replace("`", "")
     stage_tables = "".join(
         f"<h2>{html.escape(title)}</h2>{table(headers, rows)}"
-        for title, headers, rows in stage_layer_tables(report)
+        for title, headers, rows in extra_tables(report)
     )
+    if report.get("plan", {}).get("layers"):
+        from .plots import planned_bytes
+
+        stage_tables += img(
+            "planned-vs-measured", "predicted vs measured bytes", planned_bytes(report)
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>jointcomp report: {html.escape(report["name"])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;
