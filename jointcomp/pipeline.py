@@ -754,12 +754,15 @@ def plan_recipe(recipe: Recipe, console: Console | None = None) -> Any:
     data, kwargs = recipe_data(recipe)
     _check_inputs(recipe, kwargs)
     baseline, _ = get_baseline(
-        recipe, data, kwargs, device=device, log=lambda m: _say(console, "baseline:", m), task=task
-    )
+        recipe, data, kwargs, device=device, task=task,
+        log=lambda message: console.print(Text(printable(str(message)))),
+    )  # fmt: skip
     index = next(i for i, c in enumerate(stages) if c.stage in PLANNED)
+    # named as the stage it plans for, as in a run ("prune: plan: ...")
     context = _stage_context(
-        recipe, index, "plan", data, frozen_copy(baseline), device, None, console, task
-    )
+        recipe, index, stages[index].stage, data, frozen_copy(baseline), device, None, console,
+        task,
+    )  # fmt: skip
     torch.manual_seed(context.seed)
     return make_plan(
         copy.deepcopy(baseline),
