@@ -73,34 +73,28 @@ TaskLike = Task | TaskSpec | str | Mapping[str, Any] | None
 Log = Callable[[str], None]
 
 
-def _target(target: Any) -> PlanTarget:
-    """``target`` as a plan Target: the object, or its dict validated (RecipeError naming each
-    bad key)."""
-    if isinstance(target, PlanTarget):
-        return target
-    if not isinstance(target, Mapping):
-        raise TypeError(f"target: expected a Target or its dict, got {type(target).__name__}")
+def _validated(cls: type, value: Any, prefix: str) -> Any:
+    """``value`` as a ``cls``: the object itself, or its dict validated (RecipeError naming
+    each bad key under ``prefix``, as a recipe's would)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a {cls.__name__} or its dict, got {type(value).__name__}")
     try:
-        return PlanTarget.model_validate(target)
+        return cls.model_validate(value)
     except ValidationError as exc:
-        lines = format_validation_error(exc, PlanTarget, prefix="target")
-        raise RecipeError("invalid target\n  " + "\n  ".join(lines)) from None
+        lines = format_validation_error(exc, cls, prefix=prefix)
+        raise RecipeError(f"invalid {cls.__name__}\n  " + "\n  ".join(lines)) from None
+
+
+def _target(target: Any) -> PlanTarget:
+    """``target`` as a plan Target (the object or its dict)."""
+    return _validated(PlanTarget, target, "target")
 
 
 def _config(cls: type[StageConfig], config: Any) -> StageConfig:
-    """``config`` as a ``cls``: the object itself, or its dict validated (RecipeError naming
-    each bad key, as a recipe's would)."""
-    if config is None:
-        config = {}
-    if isinstance(config, cls):
-        return config
-    if not isinstance(config, Mapping):
-        raise TypeError(f"expected a {cls.__name__} or its dict, got {type(config).__name__}")
-    try:
-        return cls.model_validate(config)
-    except ValidationError as exc:
-        lines = format_validation_error(exc, cls, prefix=cls.stage)
-        raise RecipeError(f"invalid {cls.__name__}\n  " + "\n  ".join(lines)) from None
+    """``config`` as a ``cls`` (the object or its dict; None: the defaults)."""
+    return _validated(cls, {} if config is None else config, cls.stage)
 
 
 def _trainer(
