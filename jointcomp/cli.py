@@ -218,7 +218,7 @@ def plan_command(recipe: str, overrides: tuple[str, ...], as_json: bool) -> None
     from .pipeline import plan_recipe
     from .recipe import load_recipe
 
-    plan = plan_recipe(load_recipe(_resolve_recipe(recipe), overrides))
+    plan = plan_recipe(load_recipe(_resolve_recipe(recipe), overrides), _console(stderr=True))
     if as_json:
         out.print_json(json.dumps(plan.to_dict()))
         return

@@ -131,10 +131,10 @@ def run_sweep(
         label = ", ".join(f"{k}={v}" for k, v in overrides.items())
         report_path = run_dir / "report.json"
         if report_path.is_file() and resume:
-            console.print(f"[dim]sweep {i}/{len(recipes)}: {label} (done)[/]")
+            console.print(f"sweep {i}/{len(recipes)}: {label} (done)")
             report = json.loads(report_path.read_text())
         else:
-            console.print(f"[bold]sweep {i}/{len(recipes)}[/]: {label}")
+            console.print(f"sweep {i}/{len(recipes)}: {label}")
             # a point with a target re-plans and re-runs from the start (no --resume there)
             partial = (run_dir / "state.json").is_file() and recipe.target is None
             report = run(
