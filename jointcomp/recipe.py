@@ -585,6 +585,22 @@ def apply_override(raw: dict[str, Any], path: list[str | int], value: Any) -> No
             node = node[part]
 
 
+TARGET_GOALS = ("bytes", "ratio", "max_drop")  # a target gives exactly one of them
+
+
+def _replace_goal(raw: dict[str, Any], keys: list[str | int], value: Any) -> None:
+    """``--set target.bytes=N`` on a recipe whose target gives ``max_drop`` (or any other goal
+    for another) asks for that goal instead: the recipe's own goal is dropped, so a sweep can
+    vary the size of a max_drop recipe without also setting ``target.max_drop=null``."""
+    if len(keys) != 2 or keys[0] != "target" or keys[1] not in TARGET_GOALS or value is None:
+        return
+    target = raw.get("target")
+    if isinstance(target, dict):
+        for other in TARGET_GOALS:
+            if other != keys[1]:
+                target.pop(other, None)
+
+
 def load_recipe_data(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Read the YAML at ``path`` and apply ``--set`` overrides; no validation yet."""
     p = Path(path)
@@ -604,6 +620,7 @@ def load_recipe_data(path: str | Path, overrides: list[str] | tuple[str, ...] = 
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(raw, keys, value)
+        _replace_goal(raw, keys, value)
     raw.setdefault("name", p.stem)
     return raw
 

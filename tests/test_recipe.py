@@ -309,6 +309,20 @@ def test_set_overrides(tmp_path: Path) -> None:
         parse_override("stages.0.prune.ratio")
 
 
+def test_setting_a_target_goal_replaces_the_recipes_goal(tmp_path: Path) -> None:
+    # a sweep of sizes over a max_drop recipe: --set target.bytes=N alone must do
+    path = tmp_path / "r.yaml"
+    data = tiny_recipe(tmp_path, stages=[{"quantize": {"ptq": {}}}])
+    data["target"] = {"max_drop": 1.0, "tries": 2}
+    path.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(path, ["target.bytes=5000"])
+    assert (recipe.target.bytes, recipe.target.max_drop, recipe.target.tries) == (5000, None, 2)
+    assert load_recipe(path, ["target.ratio=20"]).target.ratio == 20
+    assert load_recipe(path, ["target.tries=3"]).target.max_drop == 1.0  # not a goal: kept
+    with pytest.raises(RecipeError, match="exactly one of bytes, ratio or max_drop"):
+        load_recipe(path, ["target.max_drop=null"])
+
+
 def test_override_keys_with_dots_go_in_brackets(tmp_path: Path) -> None:
     assert split_key_path("stages.1.quantize.overrides[*.coef].bits") == [
         "stages",
