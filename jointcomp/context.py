@@ -19,7 +19,7 @@ from .config import Scope
 from .errors import DataError
 from .nn.modules import classifier_names
 from .tasks import ClassifyTask, Task
-from .training import ExtraLoss, FitResult, evaluate_loss
+from .training import ExtraLoss, FitResult, evaluate_loss, reference_outputs
 from .training.trainer import Finetune
 
 
@@ -54,6 +54,8 @@ class Context:
     name: str = "stage"
     task: Task = field(default_factory=ClassifyTask)
     reference: nn.Module | None = None
+    # (batches, reference, its outputs): the last list ``loss`` measured (identity-compared)
+    _references: tuple[Any, Any, list[Any]] | None = field(default=None, init=False, repr=False)
 
     def need_data(self, why: str) -> Batches:
         if self.data is None:
@@ -73,8 +75,19 @@ class Context:
         return to_device(self.need_data("tracing the model").example(), self.device)
 
     def loss(self, model: nn.Module, batches: list[Batch]) -> float:
-        """The task's mean loss of ``model`` on ``batches`` (what budgets compare)."""
-        return evaluate_loss(model, batches, self.device, self.task, self.reference)
+        """The task's mean loss of ``model`` on ``batches`` (what budgets compare). A
+        distillation task's reference outputs are computed once per batch list and reused
+        while the same list (and reference) is measured again."""
+        references = None
+        if self.task.needs_reference and self.reference is not None:
+            cached = self._references
+            if cached is None or cached[0] is not batches or cached[1] is not self.reference:
+                outputs = reference_outputs(self.reference, batches, self.device, self.task)
+                cached = self._references = (batches, self.reference, outputs)
+            references = cached[2]
+        return evaluate_loss(
+            model, batches, self.device, self.task, self.reference, references=references
+        )
 
     def selector(self, scope: Scope, model: nn.Module) -> Callable[[str], bool]:
         """Whether a layer name is in ``scope``, the output layer left out when the scope says

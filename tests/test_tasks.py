@@ -106,6 +106,27 @@ def test_context_loss_is_the_distill_distance_to_the_reference() -> None:
     assert other.loss(model, batches) > 0.1
 
 
+def test_context_loss_runs_the_reference_once_per_batch_list() -> None:
+    # a sensitivity sweep measures hundreds of variants against one teacher
+    from jointcomp.context import Context
+
+    model, reference = _encoder(), _encoder(seed=5)
+    calls = []
+    reference.register_forward_hook(lambda *_: calls.append(1))
+    context = Context(task=DistillTask(), reference=reference)
+    batches = _inputs(3)
+    first = context.loss(model, batches)
+    with torch.no_grad():
+        model[0].weight.mul_(0.5)  # a variant: the loss moves, the teacher is not re-run
+    second = context.loss(model, batches)
+    assert len(calls) == 3 and second != first
+    assert second == pytest.approx(
+        Context(task=DistillTask(), reference=reference).loss(model, batches)
+    )
+    context.loss(model, _inputs(2, seed=9))  # another list: the teacher runs on it
+    assert len(calls) == 3 + 3 + 2
+
+
 def test_kl_distillation_reports_top1_agreement() -> None:
     teacher = torch.randn(64, 10)
     task = DistillTask(distance="kl", temperature=2.0)

@@ -1,6 +1,6 @@
 """Training and measuring: the settings (``TrainSpec``, a stage's ``FinetuneSpec``), the fine-tune
 loop (``fit``), the fine-tune callable stages use (``Trainer``) and measurements without training
-(``evaluate``, ``measure_task``, ``evaluate_loss``, ``run_with_hooks``,
+(``evaluate``, ``measure_task``, ``evaluate_loss``, ``reference_outputs``, ``run_with_hooks``,
 ``recalibrate_batchnorm``)."""
 
 from .evaluate import (
@@ -8,6 +8,7 @@ from .evaluate import (
     evaluate_loss,
     measure_task,
     recalibrate_batchnorm,
+    reference_outputs,
     run_with_hooks,
 )
 from .fit import ExtraLoss, FitResult, fit, is_main_process, world
@@ -32,6 +33,7 @@ __all__ = [
     "is_main_process",
     "measure_task",
     "recalibrate_batchnorm",
+    "reference_outputs",
     "run_with_hooks",
     "world",
 ]

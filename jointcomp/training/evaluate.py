@@ -124,12 +124,14 @@ def evaluate_loss(
     device: torch.device | str,
     task: Task | None = None,
     reference: nn.Module | None = None,
+    references: list[Any] | None = None,
 ) -> float:
     """Mean loss of ``task`` over a fixed list of batches (sensitivity measurements; default:
-    cross-entropy on labels; a distillation task compares with ``reference``)."""
+    cross-entropy on labels; a distillation task compares with ``reference``, or with
+    ``references``: its selected outputs per batch, computed once by ``reference_outputs``)."""
     model.eval()
     total, count = 0.0, 0
-    for batch in batches:
+    for i, batch in enumerate(batches):
         if task is None or isinstance(task, ClassifyTask):
             x, y = _labeled(batch, "a loss-based sensitivity")
             out = select_output(
@@ -140,7 +142,9 @@ def evaluate_loss(
             continue
         x, y = to_device(inputs_of(batch), device), labels_of(batch)
         ref = None
-        if task.needs_reference:
+        if task.needs_reference and references is not None:
+            ref = references[i]
+        elif task.needs_reference:
             if reference is None:
                 raise DataError(f"task {task.name}: its sensitivities need the original model")
             reference.eval()
@@ -149,6 +153,17 @@ def evaluate_loss(
         total += float(task.loss(task.select(run_model(model, x)), y, ref)) * n
         count += n
     return total / max(1, count)
+
+
+@torch.no_grad()
+def reference_outputs(
+    reference: nn.Module, batches: list[Batch], device: torch.device | str, task: Task
+) -> list[Any]:
+    """The reference model's selected outputs on each batch, for ``evaluate_loss(...,
+    references=)``: a sensitivity sweep compares hundreds of variants with one unchanging
+    teacher, which would otherwise run again for every one."""
+    reference.eval()
+    return [task.select(run_model(reference, to_device(inputs_of(b), device))) for b in batches]
 
 
 @torch.no_grad()
