@@ -42,6 +42,8 @@ def _recipe(tmp_path: Path, name: str) -> Path:
             config["embeddings"]["rank"] = 16  # the tiny table is 32 wide
         if kind == "quantize" and "qat" in config:
             config["qat"]["finetune"]["max_batches"] = 2
+    if "target" in raw:
+        raw["target"].update({"bytes": 16_000, "tries": 1, "batch_size": 16})
     raw["output"] = str(tmp_path / "run")
     raw["audit"] = {"batch_sizes": [1], "min_run_time": 0.02, "latency": False}
     path = tmp_path / f"{name}.yaml"
@@ -49,7 +51,7 @@ def _recipe(tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["minilm-ptq", "minilm-distill"])
+@pytest.mark.parametrize("name", ["minilm-ptq", "minilm-distill", "minilm-target"])
 def test_minilm_recipe_runs_on_a_tiny_bert(tmp_path: Path, name: str) -> None:
     path = _recipe(tmp_path, name)
     result = CliRunner().invoke(cli, ["run", str(path), "-q"])
@@ -64,3 +66,22 @@ def test_minilm_recipe_runs_on_a_tiny_bert(tmp_path: Path, name: str) -> None:
     assert out.shape == (len(batch["input_ids"]), 32)
     table = {e.get("n") for e in jointcomp.open_file(tmp_path / "run" / "model.jcz").entries}
     assert any("word_embeddings" in str(n) for n in table)
+
+
+def test_the_target_recipe_plans_the_word_embedding_table(tmp_path: Path) -> None:
+    # the table is half of MiniLM: the planner chooses its rank and bits with the layers'
+    path = _recipe(tmp_path, "minilm-target")
+    result = CliRunner().invoke(cli, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    first = report["plan"]["tries"][-1]["plans"][0]  # made on the model as given
+    (table,) = [c for c in first["layers"] if c["name"].endswith("word_embeddings")]
+    assert table["format"] == "table" and table["bits"] is not None
+    size = (tmp_path / "run" / "model.jcz").stat().st_size
+    assert size <= 16_000
+    model = jointcomp.load(tmp_path / "run" / "model.jcz")
+    words = model.transformer.embeddings.word_embeddings  # as the plan chose: factorized or whole
+    if table["ranks"]:
+        assert words.rank == table["ranks"][0]
+    else:
+        assert isinstance(words, torch.nn.Embedding)

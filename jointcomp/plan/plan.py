@@ -23,6 +23,7 @@ from torch import nn
 from ..config import StageConfig
 from ..context import Context
 from ..errors import ModelError
+from ..nn.embedding import LowRankEmbedding
 from ..nn.execution import FactorizedModule
 from ..nn.formats import Geometry
 from ..nn.modules import classifier_names
@@ -34,6 +35,7 @@ from ..stages.quantize import MAIN_KINDS, LayerQuant, QuantizeConfig, plan_targe
 from ..training import measure_task
 from . import sensitivity as sens
 from .options import LayerSpace, describe
+from .replay import PrefixReplay
 from .size import FLOAT_BYTES, layer_macs, position_bytes, quantized_bytes, stored_values
 from .solve import frontier, solve_budget, total
 from .target import Target, drop_units
@@ -56,6 +58,7 @@ class LayerChoice:
     predicted_loss: float
     options: int
     what: str = ""
+    nested: bool = False  # its tensors lie in its sub-layers (a factorized layer)
 
 
 @dataclass
@@ -92,7 +95,7 @@ class Plan:
         for config in stages:
             if isinstance(config, PruneConfig) and config.structured:
                 config = _apply_prune(config, self.layers)
-            elif isinstance(config, DecomposeConfig) and config.embeddings is None:
+            elif isinstance(config, DecomposeConfig):
                 config = _apply_decompose(config, self.layers, self.target.get("macs") is not None)
                 if config is None:
                     continue
@@ -156,10 +159,11 @@ def _apply_prune(config: PruneConfig, layers: list[LayerChoice]) -> PruneConfig:
 def _apply_decompose(
     config: DecomposeConfig, layers: list[LayerChoice], capped: bool = False
 ) -> DecomposeConfig | None:
+    config = _apply_tables(config, layers)
     planned = {}
     dense = []
     for c in layers:
-        if c.format is None:
+        if c.format is None or c.format == sens.TABLE:
             continue
         if c.rank is None:
             dense.append(literal(c.name))
@@ -169,12 +173,31 @@ def _apply_decompose(
         base = own.model_dump(exclude_none=True) if own is not None else {}
         planned[literal(c.name)] = LayerDecompose(**{**base, "format": c.format, "rank": rank})
     if not planned:
-        return None
+        if config.embeddings is None:
+            return None  # nothing left to factorize
+        # the tables alone: no Linear/Conv2d layer is decomposed
+        return config.model_copy(update={"rank": None, "budget": None, "overrides": {}})
     scope = config.scope.model_copy(update={"exclude": [*config.scope.exclude, *dense]})
     update = {"overrides": _merge(planned, config.overrides), "budget": None, "scope": scope}
     if capped:  # under a MACs cap the layers run as planned: through their factors
         update["execution"] = "factorized"
     return config.model_copy(update=update)
+
+
+def _apply_tables(config: DecomposeConfig, layers: list[LayerChoice]) -> DecomposeConfig:
+    """The embedding tables' planned ranks as per-table overrides; a table planned whole is
+    left out of the stage's ``embeddings`` scope; every table whole: no ``embeddings``."""
+    tables = config.embeddings
+    chosen = [c for c in layers if c.format == sens.TABLE]
+    if tables is None or not chosen:
+        return config
+    ranks = {literal(c.name): c.ranks[0] for c in chosen if c.ranks}
+    if not ranks:
+        return config.model_copy(update={"embeddings": None})
+    whole = [literal(c.name) for c in chosen if not c.ranks]
+    scope = tables.scope.model_copy(update={"exclude": [*tables.scope.exclude, *whole]})
+    update = {"overrides": _merge(ranks, tables.overrides), "scope": scope}
+    return config.model_copy(update={"embeddings": tables.model_copy(update=update)})
 
 
 def _apply_quantize(config: QuantizeConfig, layers: list[LayerChoice]) -> QuantizeConfig:
@@ -185,6 +208,8 @@ def _apply_quantize(config: QuantizeConfig, layers: list[LayerChoice]) -> Quanti
         own = next((o for p, o in config.overrides.items() if _matches(c.name, p)), None)
         base = own.model_dump(exclude_none=True) if own is not None else {}
         planned[literal(c.name)] = LayerQuant(**{**base, "bits": c.bits})
+        if c.nested:  # its tensors lie in sub-layers (a factorized table's first factor)
+            planned[literal(c.name) + ".*"] = LayerQuant(**{**base, "bits": c.bits})
     bits = config.bits.model_copy(update={"budget": None})
     return config.model_copy(update={"overrides": _merge(planned, config.overrides), "bits": bits})
 
@@ -224,7 +249,8 @@ def _first(stages: list[StageConfig], kind: type) -> Any:
 
 
 def _units(model: nn.Module) -> dict[str, nn.Module]:
-    """Plain Linear/Conv2d layers and factorized layers (not their sub-layers)."""
+    """Plain Linear/Conv2d layers, embedding tables and factorized layers (not their
+    sub-layers)."""
     out: dict[str, nn.Module] = {}
     inside: list[str] = []
     for name, module in model.named_modules():
@@ -233,9 +259,17 @@ def _units(model: nn.Module) -> dict[str, nn.Module]:
         if isinstance(module, FactorizedModule):
             inside.append(name)
             out[name] = module
-        elif type(module) in (nn.Linear, nn.Conv2d):
+        elif type(module) in (nn.Linear, nn.Conv2d, nn.Embedding):
             out[name] = module
     return out
+
+
+def _owner(layer: str, units: dict[str, Any]) -> str | None:
+    """The unit a quantized tensor's layer belongs to: itself, or the factorized unit it lies
+    in (a factorized table's ``first`` is a layer of its own)."""
+    if layer in units:
+        return layer
+    return next((n for n in units if layer.startswith(n + ".")), None)
 
 
 def _producers(model: nn.Module, names: list[str], example: Any) -> dict[str, str]:
@@ -249,8 +283,8 @@ def _producers(model: nn.Module, names: list[str], example: Any) -> dict[str, st
     for name in names:
         module = modules[name]
         pruner = graph.get_pruner_of_module(module)
-        if pruner is None:
-            continue
+        if pruner is None or module not in graph.module2node:
+            continue  # not on the traced forward (a BERT pooler under a sentence embedding)
         group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=[0])
         for dep, _ in group:
             target = by_module.get(dep.target.module)
@@ -268,8 +302,15 @@ def _default_format(module: nn.Module) -> str:
 def _decomposable(
     name: str, module: nn.Module, config: DecomposeConfig, classifier: set[str]
 ) -> str | None:
-    """The format decompose would use for this layer, or None when it would not factorize it."""
+    """The format decompose would use for this layer, or None when it would not factorize it
+    (an embedding table: ``TABLE`` when the stage's ``embeddings`` selects it; a Linear or
+    Conv2d only when the stage is asked to decompose those)."""
+    if type(module) is nn.Embedding:
+        tables = config.embeddings
+        return sens.TABLE if tables is not None and tables.scope.selects(name) else None
     if type(module) not in (nn.Linear, nn.Conv2d) or not config.scope.selects(name):
+        return None
+    if not config.layers_asked:
         return None
     if config.scope.exclude_classifier and name in classifier:
         return None
@@ -309,8 +350,9 @@ def _spaces(
         plan, _, _, _ = plan_targets(model, quantize, context)
     tensors: dict[str, list] = {}
     for t, spec in plan:
-        if t.kind in MAIN_KINDS and t.kind != "sparse_values" and t.layer in units:
-            tensors.setdefault(t.layer, []).append((t, spec))
+        owner = _owner(t.layer, units)
+        if t.kind in MAIN_KINDS and t.kind != "sparse_values" and owner is not None:
+            tensors.setdefault(owner, []).append((t, spec))
     out = {}
     for name, module in units.items():
         space = LayerSpace(name, module)
@@ -319,7 +361,8 @@ def _spaces(
             space.keeps = list(target.keeps)
         fmt = _decomposable(name, module, decompose, classifier) if decompose else None
         if fmt is not None:
-            space.format, space.sparse = fmt, decompose.layer(name).sparse or 0.0
+            space.format = fmt
+            space.sparse = 0.0 if fmt == sens.TABLE else decompose.layer(name).sparse or 0.0
             space.ranks = [None, *target.ranks]
         if name in tensors:
             space.bits = list(target.bits)
@@ -398,13 +441,16 @@ def _measure(
     grid: str,
     batches,
 ) -> float:
-    base = context.loss(model, batches)
-
-    def loss(m: nn.Module) -> float:
-        return context.loss(m, batches)
+    replay = PrefixReplay(model, [unit.space.module for unit in units.values()])
+    base = replay.record(lambda: context.loss(model, batches))
 
     for name, unit in units.items():
         space, module = unit.space, unit.space.module
+
+        def loss(m: nn.Module, module: nn.Module = module) -> float:
+            with replay.before(module):  # what ran before the layer is not run again
+                return context.loss(m, batches)
+
         unit.dkeep = sens.prune_deltas(model, module, space.keeps, loss, base)
         if space.format is not None:
             unit.drank = sens.rank_deltas(
@@ -434,7 +480,9 @@ def _tables(units: dict[str, _Unit], keeps: dict[str, float], sparse_bits: int |
                 else:
                     values, dense = stored_values(space.module, keep, keep_in, rank, space.format)
                 ops = None
-                if unit.geom is not None:
+                if _is_table(unit):
+                    ops = 0  # a lookup: no multiply-accumulates
+                elif unit.geom is not None:
                     ops = unit.macs_now if factorized else layer_macs(
                         space.module, keep, keep_in, rank, space.format, unit.geom, space.sparse
                     )  # fmt: skip
@@ -451,9 +499,14 @@ def _tables(units: dict[str, _Unit], keeps: dict[str, float], sparse_bits: int |
         losses.append(row_l)
         options.append(row_o)
         macs.append(row_m)
-    if any(unit.geom is None for unit in units.values()):
+    if any(unit.geom is None and not _is_table(unit) for unit in units.values()):
         return costs, losses, options, None
     return costs, losses, options, macs
+
+
+def _is_table(unit: _Unit) -> bool:
+    module = unit.space.module
+    return isinstance(module, (nn.Embedding, LowRankEmbedding))
 
 
 def _fixed_bytes(model: nn.Module, units: dict[str, _Unit], quantize: Any, rest: float) -> int:
@@ -531,6 +584,8 @@ def _macs(model: nn.Module, units: dict[str, _Unit], example: Any) -> int:
     }
     fixed = int(counter.get_total_flops() // 2)
     for name, unit in units.items():
+        if _is_table(unit):
+            continue  # lookups: no MACs
         if name not in geoms:
             raise ModelError(f"plan: macs: layer {name} is not reached by the example input")
         unit.geom = geoms[name]
@@ -716,7 +771,9 @@ def _choices(model, units, options, choice, costs, losses, stages) -> list[Layer
     for i, (name, unit) in enumerate(units.items()):
         keep, rank, bits = options[i][choice[i]]
         ranks = None
-        if rank is not None and not prune_first:  # the shapes are final: integer ranks
+        if rank is not None and unit.space.format == sens.TABLE:
+            ranks = [sens.table_rank(unit.space.module, rank)]
+        elif rank is not None and not prune_first:  # the shapes are final: integer ranks
             from ..nn import make_format
             from ..nn.ranks import parse_rank
 
@@ -734,6 +791,7 @@ def _choices(model, units, options, choice, costs, losses, stages) -> list[Layer
                 predicted_bytes=round(costs[i][choice[i]] + unit.own_bytes),
                 predicted_loss=round(losses[i][choice[i]], 6),
                 options=len(options[i]),
+                nested=isinstance(unit.space.module, FactorizedModule),
                 what=(
                     f"factorized · {bits}-bit"
                     if isinstance(unit.space.module, FactorizedModule)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..nn import decompose_at, make_format
-from ..nn.ranks import parse_rank
+from ..nn.ranks import fraction_rank, parse_rank
+from ..tensor.svd import svd_factors
 
 Loss = Callable[[nn.Module], float]
 
@@ -87,11 +88,23 @@ def masked(module: nn.Module, keep: float) -> dict[str, torch.Tensor]:
     return out
 
 
+TABLE = "table"  # an embedding table's format: E ≈ A·B by truncated SVD (decompose.embeddings)
+
+
+def table_rank(module: nn.Module, fraction: float) -> int:
+    """The rank decompose's ``embeddings`` gives a table at ``fraction`` of its full rank."""
+    return fraction_rank(fraction, min(module.weight.shape))
+
+
 def low_rank(
     module: nn.Module, fmt_name: str, fraction: float, sparse: float, seed: int
 ) -> torch.Tensor:
     """The layer's weight as its ``fmt_name`` decomposition at ``fraction`` of full rank
-    (plus the sparse residual at density ``sparse``) reconstructs it."""
+    (plus the sparse residual at density ``sparse``) reconstructs it; an embedding table
+    (``TABLE``) as its truncated SVD, the factors ``LowRankEmbedding`` starts from."""
+    if fmt_name == TABLE:
+        a, b = svd_factors(module.weight.detach().cpu().float(), table_rank(module, fraction))
+        return (a @ b).to(module.weight)
     fmt = make_format(module, fmt_name, {"seed": seed})
     ranks = fmt.resolve(module.weight.detach().cpu().float(), parse_rank(fraction))
     new, _ = decompose_at(module, fmt, ranks, sparse, sparse_rounds=1)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..nn import make_format
 from ..nn.formats import Geometry, dense_macs, layer_spec
-from ..nn.ranks import parse_rank
+from ..nn.ranks import fraction_rank, parse_rank
 from ..quant import QuantSpec, ptq_tensor
 
 FLOAT_BYTES = 4
@@ -102,7 +102,15 @@ def sliced(module: nn.Module, keep_out: float, keep_in: float) -> nn.Module:
 def stored_values(
     module: nn.Module, keep_out: float, keep_in: float, rank: float | None, fmt_name: str | None
 ) -> tuple[int, int]:
-    """(values the layer stores, the dense count) at these keep ratios and rank."""
+    """(values the layer stores, the dense count) at these keep ratios and rank (an embedding
+    table: its truncated-SVD factors, at ``fmt_name`` "table")."""
+    if isinstance(module, nn.Embedding):
+        dense = module.weight.numel()
+        if rank is None:
+            return dense, dense
+        tokens, width = module.weight.shape
+        r = fraction_rank(rank, min(tokens, width))
+        return min(dense, r * (tokens + width)), dense
     layer = sliced(module, keep_out, keep_in)
     dense = layer.weight.numel()
     if rank is None or fmt_name is None:

@@ -11,7 +11,8 @@ from ..config import Strict
 
 
 class Target(Strict):
-    """A joint budget over prune keep ratio, rank and bits per layer, optionally with a cap on
+    """A joint budget over prune keep ratio, rank and bits per layer (and per embedding table
+    its rank, when decompose's ``embeddings`` selects it, and bits), optionally with a cap on
     the MACs per sample (a second constraint the allocation honours; latency has no cheap
     proxy here and is not a target).
 

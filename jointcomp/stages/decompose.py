@@ -94,11 +94,28 @@ class EmbeddingDecompose(Strict):
     scope: Scope = Field(
         default_factory=Scope, description="the embedding tables to factorize (by name)"
     )
+    overrides: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description="per-table rank by name pattern (what a target's plan sets); the first "
+        "matching pattern wins",
+    )
 
     @field_validator("rank")
     @classmethod
     def _rank(cls, v: Any) -> Any:
         return _check_rank(v)
+
+    @field_validator("overrides")
+    @classmethod
+    def _ranks(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for rank in v.values():
+            _check_rank(rank)
+        return v
+
+    def rank_of(self, name: str) -> int | float | str:
+        """Table ``name``'s rank: its first matching override, else ``rank``."""
+        found = first_match(name, self.overrides)
+        return self.rank if found is None else found
 
 
 class DecomposeConfig(StageConfig):
@@ -232,12 +249,12 @@ def _factorize_embeddings(
     holds fewer numbers); one record row per table."""
     spec = config.embeddings
     assert spec is not None
-    rule = parse_rank(spec.rank)
     rows = []
     tables = [(n, m) for n, m in model.named_modules() if type(m) is nn.Embedding]
     for name, table in tables:
         if not spec.scope.selects(name):
             continue
+        rule = parse_rank(spec.rank_of(name))
         weight = table.weight.detach().cpu().float()
         full = min(weight.shape)
         if rule.kind == "int":
