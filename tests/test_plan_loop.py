@@ -79,9 +79,13 @@ def test_max_drop_learns_the_recovery_from_the_first_try():
     # a first try well within: a larger allowance
     easy = _try(20_000, True, drop=0.2, plans=plans)
     assert next_try(target, [easy], 100.0)["recovery"] > 1.0
-    # nothing to learn from (no one-shot drop): the size moves instead
+    # nothing to learn from (no one-shot drop): the size moves instead, by the slack left
     flat = _try(20_000, True, drop=0.2, plans=[{"base_metric": 0.9, "oneshot_metric": 0.9}])
-    assert next_try(target, [flat], 100.0) == {"byte_target": 15_000, "recovery": None}
+    assert next_try(target, [flat], 100.0) == {"byte_target": 12_000, "recovery": None}
+    lossless = _try(20_000, True, drop=-0.1, plans=flat["plans"])
+    assert next_try(target, [lossless], 100.0)["byte_target"] == 10_000
+    nearly = _try(20_000, True, drop=0.99, plans=flat["plans"])
+    assert next_try(target, [nearly], 100.0)["byte_target"] == 18_000
 
 
 def test_max_drop_bisects_between_passing_and_failing_files_then_stops():

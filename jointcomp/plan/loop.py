@@ -16,6 +16,7 @@ CLAMP = (0.2, 5.0)  # a correction outside this is a plan gone wrong, not an est
 MARGIN = 0.9  # a learned recovery aims this far inside max_drop
 BITS_SHARE = 0.5  # a failed run whose quantize stage lost more than this share of its drop
 CONVERGED = 1.04  # bisection stops when the passing and failing sizes are this close
+SHRINK = (0.5, 0.9)  # a passing run's next size, as a fraction of its own (by the slack left)
 
 
 def layer_bytes(tensors: dict[str, dict[str, Any]], names: list[str]) -> dict[str, int]:
@@ -130,7 +131,8 @@ def next_try(target: Any, tries: list[dict[str, Any]], units: float) -> dict[str
     keeps its size (the corrections move the allocation), 1% tighter for every run that went
     over. Under max_drop, the second run re-plans with the recovery the first one measured
     (times a margin); later runs bisect the file size between the smallest passing and the
-    largest failing run, or, with only passing (failing) runs, shrink (grow) it.
+    largest failing run, or, with only passing runs, shrink it by the slack the last one left
+    (``shrink``: to half when it lost nothing), with only failing ones grow it.
 
     >>> from jointcomp.plan import Target
     >>> t = Target(bytes=1000)
@@ -163,4 +165,15 @@ def next_try(target: Any, tries: list[dict[str, Any]], units: float) -> dict[str
     if not last["within"]:
         over = (last["drop"] or 0) / target.max_drop
         return {"byte_target": int(size * min(2.0, max(1.25, over**0.5))), "recovery": None}
-    return {"byte_target": int(size * 0.75), "recovery": None}
+    return {"byte_target": int(size * shrink(last["drop"], target.max_drop)), "recovery": None}
+
+
+def shrink(drop: float | None, max_drop: float) -> float:
+    """The size factor after a passing run that lost ``drop`` of ``max_drop``: by the slack it
+    left, from half the size (nothing lost) to 0.9 (almost all of it used).
+
+    >>> shrink(-0.1, 1.0), shrink(0.5, 1.0), shrink(0.95, 1.0)
+    (0.5, 0.75, 0.9)
+    """
+    used = max(0.0, drop or 0.0) / max_drop
+    return round(min(SHRINK[1], max(SHRINK[0], 0.5 + 0.5 * used)), 4)
