@@ -222,6 +222,9 @@ def _minilm_commands(quick: bool) -> tuple[Command, ...]:
     return tuple(cmds)
 
 
+# the target table: the LeNets' max_drop recipes and MiniLM at the distill recipe's size
+TARGET_RUNS = ("lenet300-fashion-target", "lenet5-fashion-target", "minilm-target")
+
 # the target table's quick run: a few thousand images, two tries, short fine-tunes
 TARGET_QUICK_RUN: Command = (
     "jointcomp", "run", "recipes/lenet300-fashion-target.yaml", "--force",
@@ -303,8 +306,8 @@ TABLES: tuple[Table, ...] = (
         "target",
         ("target_table.py",),
         (
-            ("jointcomp", "run", "recipes/lenet300-fashion-target.yaml", "--force"),
-            _tool("target_table.py", "runs/lenet300-fashion-target"),
+            *(("jointcomp", "run", f"recipes/{name}.yaml", "--force") for name in TARGET_RUNS),
+            _tool("target_table.py", *(f"runs/{name}" for name in TARGET_RUNS)),
         ),
         (TARGET_QUICK_RUN, _tool("target_table.py", "runs/quick/lenet300-fashion-target")),
     ),
