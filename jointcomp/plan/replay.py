@@ -119,13 +119,14 @@ class PrefixReplay:
         first = {}
         for m, s, e in calls[0]:
             first.setdefault(m, (s, e))
+        held = {m: _storages(m) for m in once}
         out = {}
         for layer in self.layers:
             if layer not in first:
                 continue
             begin = first[layer][0]
             shared = _storages(layer)  # a tied weight changes modules that ran earlier too
-            done = {m for m in once if first[m][1] < begin and not _storages(m) & shared}
+            done = {m for m in once if first[m][1] < begin and not held[m] & shared}
             outer = [m for m in done if parent[m] not in done]  # the outermost finished ones
             if outer:
                 out[layer] = sorted(outer, key=lambda m: first[m][0])
